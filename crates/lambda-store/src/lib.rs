@@ -1,0 +1,105 @@
+//! Persistence of Lambda Microservice: the [`Store`] trait (sessions,
+//! functions, request and error logs), its embedded SQLite backend, and the
+//! log pipeline that keeps log writes off the execute hot path.
+#![forbid(unsafe_code)]
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lambda_core::{Function, FunctionFilter, Session};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with that key exists already (e.g. a session `request_id`).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or failed; retrying may help.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// One execute, as written to `request_logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestLog {
+    /// The session's `request_id`.
+    pub request_id: String,
+    pub language_title: String,
+    pub user_id: Option<String>,
+    pub status_code: u16,
+    pub duration_ms: i64,
+    pub cached: bool,
+    pub request_payload: Value,
+    pub response_payload: Value,
+    pub runtime_metrics: Value,
+    pub error_code: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A failed execute, as written to `error_logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorLog {
+    pub request_id: String,
+    pub language_title: String,
+    pub error_code: String,
+    pub message: String,
+    pub details: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The counter side of an execute: bumps `execution_count`, sets
+/// `last_executed_at`, and closes a single-use session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionExecution {
+    pub request_id: String,
+    pub executed_at: DateTime<Utc>,
+    pub close: bool,
+}
+
+/// What the log pipeline carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LogEntry {
+    Request(RequestLog),
+    Error(ErrorLog),
+    Execution(SessionExecution),
+}
+
+/// Storage of sessions, functions and logs. Backends: SQLite (embedded
+/// default), PostgreSQL (later). Held as `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap liveness check for `/health`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// `Conflict` when the `request_id` is taken.
+    async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
+    async fn get_session(&self, request_id: &str) -> Result<Option<Session>, StoreError>;
+    /// Sessions with status `active` and `expires_at > now`.
+    async fn count_active_sessions(&self, now: DateTime<Utc>) -> Result<i64, StoreError>;
+    /// Marks active sessions past `expires_at` as expired; returns how many.
+    async fn expire_sessions(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Deletes expired/closed sessions whose `expires_at` is before `before`.
+    async fn purge_sessions(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Inserts a predefined function unless its title exists (seeding is idempotent).
+    async fn seed_function(&self, function: &Function) -> Result<bool, StoreError>;
+    /// Registers a dynamic function only where the title is free; true if inserted.
+    async fn register_function(&self, function: &Function) -> Result<bool, StoreError>;
+    async fn get_function(&self, language_title: &str) -> Result<Option<Function>, StoreError>;
+    /// One page (filter.page is 1-based) and the total count matching the filter.
+    async fn list_functions(&self, filter: &FunctionFilter) -> Result<(u64, Vec<Function>), StoreError>;
+
+    /// Writes a batch of log entries in one transaction: all or nothing.
+    async fn write_logs(&self, batch: &[LogEntry]) -> Result<(), StoreError>;
+    /// The request logs of one session, oldest first (operators, tests).
+    async fn request_logs(&self, request_id: &str) -> Result<Vec<RequestLog>, StoreError>;
+    /// The error logs of one session, oldest first.
+    async fn error_logs(&self, request_id: &str) -> Result<Vec<ErrorLog>, StoreError>;
+}
