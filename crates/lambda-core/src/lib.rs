@@ -1,6 +1,7 @@
 //! Domain types shared by every Lambda Microservice crate. No HTTP, no SQL, no processes.
 #![forbid(unsafe_code)]
 
+pub mod canonical;
 pub mod error;
 pub mod function;
 pub mod hash;
@@ -8,6 +9,7 @@ pub mod language;
 pub mod limits;
 pub mod session;
 
+pub use canonical::canonical_json;
 pub use error::{ErrorCode, LambdaError};
 pub use function::{Function, FunctionFilter, FunctionKind};
 pub use hash::ScriptHash;

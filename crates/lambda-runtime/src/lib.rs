@@ -14,6 +14,10 @@ use lambda_core::{LambdaError, Language, ScriptHash};
 use serde::Serialize;
 use serde_json::Value;
 
+mod local;
+
+pub use local::{LocalRuntime, LocalRuntimeConfig, StartError, resolve_interpreter};
+
 /// A script as the runtime receives it. `hash` is its content address.
 #[derive(Debug)]
 pub struct Script {

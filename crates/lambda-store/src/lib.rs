@@ -3,12 +3,25 @@
 //! log pipeline that keeps log writes off the execute hot path.
 #![forbid(unsafe_code)]
 
+pub mod pipeline;
+pub mod sqlite;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use pipeline::{LogPipeline, LogSink, PipelineConfig, PipelineStats};
+pub use sqlite::SqliteStore;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lambda_core::{Function, FunctionFilter, Session};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// What a store operation can fail with. The policy: `Conflict` is the
+/// caller's (a key is taken), `Unavailable` is transient (the pipeline retries
+/// it, the API answers 503), `Corrupt` is permanent for that data (retrying
+/// the same write or read will not help). Backends map their driver errors
+/// here and nowhere else.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A row with that key exists already (e.g. a session `request_id`).
@@ -17,9 +30,34 @@ pub enum StoreError {
     /// The backend cannot be reached or failed; retrying may help.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    /// Stored data could not be decoded.
+    /// Stored data could not be decoded, or data to store was rejected by a
+    /// constraint of the schema: retrying the same operation will not help.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+/// The mapping shared by the sqlx backends: unique violation → `Conflict`,
+/// decode problems and constraint rejections → `Corrupt`, the rest (I/O,
+/// pool timeout, busy database…) → `Unavailable`.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
+        match &e {
+            sqlx::Error::Database(db) => match db.kind() {
+                ErrorKind::UniqueViolation => Self::Conflict(db.message().to_owned()),
+                ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
+                    Self::Corrupt(db.message().to_owned())
+                }
+                _ => Self::Unavailable(e.to_string()),
+            },
+            sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::TypeNotFound { .. } => Self::Corrupt(e.to_string()),
+            _ => Self::Unavailable(e.to_string()),
+        }
+    }
 }
 
 /// One execute, as written to `request_logs`.
@@ -98,8 +136,9 @@ pub trait Store: Send + Sync {
 
     /// Writes a batch of log entries in one transaction: all or nothing.
     async fn write_logs(&self, batch: &[LogEntry]) -> Result<(), StoreError>;
-    /// The request logs of one session, oldest first (operators, tests).
+    /// The request logs of one session in the order they were written
+    /// (operators, tests).
     async fn request_logs(&self, request_id: &str) -> Result<Vec<RequestLog>, StoreError>;
-    /// The error logs of one session, oldest first.
+    /// The error logs of one session in the order they were written.
     async fn error_logs(&self, request_id: &str) -> Result<Vec<ErrorLog>, StoreError>;
 }

@@ -1,1 +1,74 @@
-fn main() {}
+//! The `lambda` binary: parse the command line, load config, hand off.
+#![forbid(unsafe_code)]
+
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lambda",
+    version,
+    about = "Lambda Microservice: initialize a script once, execute it many times"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (HTTP API, runtimes, storage).
+    Serve(Box<config::ServeArgs>),
+    /// Create or upgrade the storage schema, then exit.
+    Migrate(config::StorageArgs),
+}
+
+/// Exit code for bad configuration (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lambda: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve::run(*args)),
+        Command::Migrate(args) => runtime.block_on(serve::migrate(args)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(serve::Failure::Config(message)) => {
+            eprintln!("lambda: configuration error: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(serve::Failure::Other(e)) => {
+            eprintln!("lambda: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

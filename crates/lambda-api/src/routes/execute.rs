@@ -1,0 +1,299 @@
+//! `POST /api/v1/execute/{request_id}`: the hot path. Session → cache →
+//! runtime → response; logs and counters go to the pipeline beside it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use lambda_core::{ErrorCode, LambdaError, Language, canonical_json};
+use lambda_runtime::{Invocation, InvokeError, InvokeOutcome, RuntimeMetrics};
+use lambda_store::{ErrorLog, LogEntry, RequestLog, SessionExecution};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::body::read_json;
+use crate::error::error_body;
+use crate::metrics::{CacheLabels, OutcomeLabels, RuntimeLabels, StartLabels};
+use crate::schema::CheckError;
+use crate::sessions::LiveSession;
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+struct ExecuteBody {
+    #[serde(default)]
+    params: Value,
+}
+
+/// `X-Cache-Control`, parsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CachePolicy {
+    read: bool,
+    write: bool,
+    ttl: Option<Duration>,
+}
+
+fn cache_policy(headers: &HeaderMap) -> Result<CachePolicy, LambdaError> {
+    let mut policy = CachePolicy { read: true, write: true, ttl: None };
+    let Some(value) = headers.get("x-cache-control") else { return Ok(policy) };
+    let bad = || {
+        LambdaError::invalid_request("X-Cache-Control must be `no-cache`, `no-store` or `max-age=<seconds>`")
+            .with("header", "X-Cache-Control")
+    };
+    for directive in value.to_str().map_err(|_| bad())?.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.to_ascii_lowercase().as_str() {
+            "no-cache" => policy.read = false,
+            "no-store" => (policy.read, policy.write) = (false, false),
+            d => {
+                let secs = d.strip_prefix("max-age=").and_then(|n| n.parse::<u64>().ok()).ok_or_else(bad)?;
+                policy.ttl = Some(Duration::from_secs(secs));
+            }
+        }
+    }
+    Ok(policy)
+}
+
+/// What the cache holds for one result.
+#[derive(Serialize, Deserialize)]
+struct CachedResult {
+    result: Value,
+    execution_time: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    logs: Vec<String>,
+}
+
+/// Results are keyed by script, owner and the canonical params and context.
+fn cache_key(live: &LiveSession, params: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(live.session.script_hash.to_hex().as_bytes());
+    h.update([0]);
+    h.update(live.owner.as_bytes());
+    h.update([0]);
+    h.update(canonical_json(params).as_bytes());
+    h.update([0]);
+    h.update(canonical_json(&live.session.context).as_bytes());
+    format!("result:{}", hex::encode(h.finalize()))
+}
+
+pub async fn execute(
+    State(state): State<AppState>,
+    Path(request_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let not_found = || {
+        ApiError::for_session(
+            LambdaError::not_found(format!("no active session `{request_id}`")),
+            &request_id,
+        )
+    };
+    let live = state.sessions().get(state.store().as_ref(), &request_id).await?.ok_or_else(not_found)?;
+    let at_session = |e: LambdaError| ApiError::for_session(e, &request_id);
+    let policy = cache_policy(&headers).map_err(at_session)?;
+    let body: ExecuteBody = read_json(&headers, body, state.config().limits.max_body_bytes)
+        .await
+        .map_err(|e| ApiError::for_session(e.error, &request_id))?;
+    let params = if body.params.is_null() { json!({}) } else { body.params };
+    if let Some(function) = &live.session.function_language_title {
+        match state.schemas().check(state.store().as_ref(), function, &params).await {
+            Ok(()) => {}
+            Err(CheckError::Invalid(e)) => {
+                log_execution(&state, &live, &params, Err(&e), false, started, &RuntimeMetrics::default());
+                return Err(at_session(e));
+            }
+            Err(CheckError::Store(e)) => {
+                return Err(ApiError { request_id: Some(request_id), ..ApiError::from(e) });
+            }
+        }
+    }
+    if !live.claim(Utc::now()) {
+        return Err(not_found());
+    }
+    let key = (policy.read || policy.write).then(|| cache_key(&live, &params));
+    if let Some(key) = key.as_deref().filter(|_| policy.read)
+        && let Some(hit) = cached(&state, key).await
+    {
+        live.record_execution(Utc::now());
+        let response = success_body(&live, hit.execution_time, true, hit.result, hit.logs);
+        log_execution(&state, &live, &params, Ok(&response), true, started, &RuntimeMetrics::default());
+        return Ok(Json(response).into_response());
+    }
+
+    let invocation = Invocation {
+        script: live.script.clone(),
+        owner: live.owner.clone(),
+        request_id: request_id.clone(),
+        params: params.clone(),
+        context: live.session.context.clone(),
+        timeout: Duration::from_millis(live.session.timeout_ms),
+    };
+    let outcome = state.runtime().invoke(invocation).await;
+    live.record_execution(Utc::now());
+    match outcome {
+        Ok(InvokeOutcome { result, logs, metrics }) => {
+            record_run(&state, live.session.language, "success", &metrics);
+            let execution_time = metrics.wall_us / 1000;
+            if let Some(key) = key.as_deref().filter(|_| policy.write) {
+                let ttl = policy.ttl.unwrap_or(state.config().cache_ttl);
+                let entry = CachedResult { result: result.clone(), execution_time, logs: logs.clone() };
+                store_cached(&state, key, &entry, ttl).await;
+            }
+            let response = success_body(&live, execution_time, false, result, logs);
+            log_execution(&state, &live, &params, Ok(&response), false, started, &metrics);
+            Ok(Json(response).into_response())
+        }
+        Err(InvokeError { mut error, logs, metrics }) => {
+            record_run(&state, live.session.language, error.code.as_str(), &metrics);
+            if !logs.is_empty() {
+                error.details.insert("logs".into(), json!(logs));
+            }
+            log_execution(&state, &live, &params, Err(&error), false, started, &metrics);
+            Err(ApiError::for_session(error, &request_id))
+        }
+    }
+}
+
+fn success_body(
+    live: &LiveSession,
+    execution_time: u64,
+    cached: bool,
+    result: Value,
+    logs: Vec<String>,
+) -> Value {
+    let mut body = json!({
+        "request_id": live.session.request_id,
+        "language_title": live.session.language_title,
+        "execution_time": execution_time,
+        "cached": cached,
+        "result": result,
+    });
+    if !logs.is_empty() {
+        body["logs"] = json!(logs);
+    }
+    body
+}
+
+async fn cached(state: &AppState, key: &str) -> Option<CachedResult> {
+    let hit = match state.cache().get(key).await {
+        Ok(hit) => hit.and_then(|bytes| serde_json::from_slice::<CachedResult>(&bytes).ok()),
+        Err(e) => {
+            tracing::warn!(error = %e, "result cache read failed; running uncached");
+            None
+        }
+    };
+    let result = if hit.is_some() { "hit" } else { "miss" };
+    state.metrics().cache.get_or_create(&CacheLabels { result: result.to_owned() }).inc();
+    hit
+}
+
+async fn store_cached(state: &AppState, key: &str, value: &CachedResult, ttl: Duration) {
+    let Ok(bytes) = serde_json::to_vec(value) else { return };
+    if let Err(e) = state.cache().set(key, Arc::from(bytes), ttl).await {
+        tracing::warn!(error = %e, "result cache write failed");
+    }
+}
+
+fn record_run(state: &AppState, language: Language, outcome: &str, metrics: &RuntimeMetrics) {
+    let m = state.metrics();
+    let runtime = language.as_str();
+    m.executions
+        .get_or_create(&OutcomeLabels { runtime: runtime.to_owned(), outcome: outcome.to_owned() })
+        .inc();
+    m.execution_duration
+        .get_or_create(&RuntimeLabels { runtime: runtime.to_owned() })
+        .observe(metrics.wall_us as f64 / 1e6);
+    let kind = if metrics.cold_start { "cold" } else { "warm" };
+    m.starts.get_or_create(&StartLabels { runtime: runtime.to_owned(), kind: kind.to_owned() }).inc();
+}
+
+/// Queues the execute's log rows and counter update; never waits for storage.
+/// An execute refused before it ran (bad params) is logged but not counted.
+fn log_execution(
+    state: &AppState,
+    live: &LiveSession,
+    params: &Value,
+    outcome: Result<&Value, &LambdaError>,
+    cached: bool,
+    started: Instant,
+    metrics: &RuntimeMetrics,
+) {
+    let now = Utc::now();
+    let session = &live.session;
+    let logs = state.logs();
+    let ran = !matches!(outcome, Err(e) if e.code == ErrorCode::InvalidParams);
+    if ran {
+        logs.submit(LogEntry::Execution(SessionExecution {
+            request_id: session.request_id.clone(),
+            executed_at: now,
+            close: !session.retain,
+        }));
+    }
+    if !state.config().db_logging {
+        return;
+    }
+    let (status_code, response) = match outcome {
+        Ok(body) => (200, body.clone()),
+        Err(e) => (e.code.http_status(), error_body(e, Some(&session.request_id))),
+    };
+    logs.submit(LogEntry::Request(RequestLog {
+        request_id: session.request_id.clone(),
+        language_title: session.language_title.clone(),
+        user_id: session.user_id.clone(),
+        status_code,
+        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        cached,
+        request_payload: json!({ "params": params }),
+        response_payload: response,
+        runtime_metrics: serde_json::to_value(metrics).unwrap_or_default(),
+        error_code: outcome.err().map(|e| e.code.as_str().to_owned()),
+        created_at: now,
+    }));
+    if let Err(error) = outcome {
+        logs.submit(LogEntry::Error(ErrorLog {
+            request_id: session.request_id.clone(),
+            language_title: session.language_title.clone(),
+            error_code: error.code.as_str().to_owned(),
+            message: error.message.clone(),
+            details: Value::Object(error.details.clone()),
+            created_at: now,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn policy(value: &str) -> Result<CachePolicy, lambda_core::ErrorCode> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-cache-control",
+            HeaderValue::from_str(value).map_err(|_| lambda_core::ErrorCode::InvalidRequest)?,
+        );
+        cache_policy(&headers).map_err(|e| e.code)
+    }
+
+    #[test]
+    fn parses_cache_control() {
+        assert_eq!(policy("no-cache"), Ok(CachePolicy { read: false, write: true, ttl: None }));
+        assert_eq!(policy("no-store"), Ok(CachePolicy { read: false, write: false, ttl: None }));
+        assert_eq!(
+            policy("max-age=30"),
+            Ok(CachePolicy { read: true, write: true, ttl: Some(Duration::from_secs(30)) })
+        );
+        assert_eq!(
+            policy("No-Cache, max-age=5"),
+            Ok(CachePolicy { read: false, write: true, ttl: Some(Duration::from_secs(5)) })
+        );
+        assert!(policy("max-age=-1").is_err());
+        assert!(policy("forever").is_err());
+        assert_eq!(cache_policy(&HeaderMap::new()), Ok(CachePolicy { read: true, write: true, ttl: None }));
+    }
+}

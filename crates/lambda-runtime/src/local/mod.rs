@@ -1,0 +1,265 @@
+//! The local runtime: warm worker processes of the real Node.js and Python
+//! interpreters, supervised from tokio (DESIGN.md, "Runtimes").
+//!
+//! The warm path is: take an idle worker bound to (script, owner), write one
+//! request line, read one response line, parse it, put the worker back.
+
+mod config;
+mod lease;
+mod pool;
+mod protocol;
+mod worker;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lambda_core::{ErrorCode, LambdaError, Language};
+use tokio::task::JoinHandle;
+use tokio::time::timeout_at;
+
+pub use config::{LocalRuntimeConfig, resolve_interpreter};
+use lease::Lease;
+use pool::{Key, LANGUAGES, Pool, lang_index};
+use protocol::Response;
+use worker::worker_command;
+
+use crate::{
+    Invocation, InvokeError, InvokeOutcome, PrepareRequest, Runtime, RuntimeHealth, RuntimeMetrics,
+    WorkerCounts,
+};
+
+const NODE_HOST: &str = include_str!("../../../../runtimes/nodejs/host.js");
+const PYTHON_HOST: &str = include_str!("../../../../runtimes/python/host.py");
+/// Pause before retrying to spawn an interpreter that failed to start.
+const RESPAWN_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why the local runtime could not start (the work dir is unusable).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot prepare the runtime work dir {path}: {source}")]
+pub struct StartError {
+    path: String,
+    source: std::io::Error,
+}
+
+/// Node.js and Python worker pools behind the [`Runtime`] trait.
+pub struct LocalRuntime {
+    pool: Arc<Pool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl LocalRuntime {
+    /// Writes the host programs into `config.work_dir`, starts each language's
+    /// generic workers (a language whose interpreter fails to start is reported
+    /// by [`Runtime::health`], not here) and the refill and reaper tasks.
+    pub async fn start(config: LocalRuntimeConfig) -> Result<Arc<Self>, StartError> {
+        let home = config.work_dir.join("home");
+        let err = |source| StartError { path: config.work_dir.display().to_string(), source };
+        tokio::fs::create_dir_all(&home).await.map_err(err)?;
+        let node_host = config.work_dir.join("host.js");
+        let python_host = config.work_dir.join("host.py");
+        tokio::fs::write(&node_host, NODE_HOST).await.map_err(err)?;
+        tokio::fs::write(&python_host, PYTHON_HOST).await.map_err(err)?;
+        let commands = [
+            worker_command(Language::Nodejs, &config.node_path, &node_host, &config),
+            worker_command(Language::Python, &config.python_path, &python_host, &config),
+        ];
+        let idle_timeout = config.idle_timeout;
+        let pool = Arc::new(Pool::new(config, commands));
+        for (lang, language) in LANGUAGES.iter().enumerate() {
+            let started = match pool.config.generic_per_language {
+                0 => pool.verify(lang).await,
+                _ => pool.refill_generic(lang).await,
+            };
+            if let Err(e) = started {
+                tracing::warn!(%language, error = %e.message, "runtime unavailable");
+            }
+        }
+        let tasks = vec![
+            tokio::spawn(refill_loop(pool.clone())),
+            tokio::spawn(reap_loop(pool.clone(), idle_timeout)),
+        ];
+        Ok(Arc::new(Self { pool, tasks: Mutex::new(tasks) }))
+    }
+
+    fn served(language: Language) -> Result<usize, LambdaError> {
+        lang_index(language)
+            .ok_or_else(|| LambdaError::unavailable(format!("runtime {language} is not available")))
+    }
+
+    fn stop(&self) {
+        self.pool.close();
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for LocalRuntime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Keeps every language's generic pool at its target, woken when a worker is taken or lost.
+async fn refill_loop(pool: Arc<Pool>) {
+    loop {
+        let mut failed = false;
+        for lang in 0..LANGUAGES.len() {
+            failed |= pool.refill_generic(lang).await.is_err();
+        }
+        if failed {
+            tokio::time::sleep(RESPAWN_BACKOFF).await;
+        } else {
+            pool.refill.notified().await;
+        }
+    }
+}
+
+/// Kills bound workers idle for longer than `idle_timeout`.
+async fn reap_loop(pool: Arc<Pool>, idle_timeout: Duration) {
+    let mut tick =
+        tokio::time::interval((idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(cutoff) = Instant::now().checked_sub(idle_timeout) {
+            pool.reap_idle(cutoff);
+        }
+    }
+}
+
+/// Runs one invocation on a leased worker, preparing it first when it is cold.
+/// `Err` means the worker is no longer usable.
+async fn run(lease: &mut Lease, inv: &Invocation) -> Result<Response, LambdaError> {
+    let warm = lease.is_warm();
+    let worker = lease.worker().await?;
+    if !warm {
+        let prepared = worker.prepare(&inv.script.source).await.map_err(|f| f.into_error())?;
+        if !prepared.ok {
+            return Err(prepared.error.unwrap_or_default().into_error());
+        }
+    }
+    worker.invoke(&inv.params, &inv.context, &inv.request_id).await.map_err(|f| f.into_error())
+}
+
+fn timeout_error(limit: Duration, what: &str) -> LambdaError {
+    let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    LambdaError::new(ErrorCode::Timeout, format!("{what} exceeded the timeout of {ms} ms"))
+        .with("timeout_ms", ms)
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    fn languages(&self) -> Vec<Language> {
+        LANGUAGES.to_vec()
+    }
+
+    async fn prepare(&self, request: PrepareRequest) -> Result<(), LambdaError> {
+        let lang = Self::served(request.script.language)?;
+        let key: Key = (request.script.hash, request.owner.clone());
+        if self.pool.is_bound(&key) {
+            return Ok(()); // the same script (by hash) already compiled for this owner
+        }
+        let limit = self.pool.config.prepare_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut lease = timeout_at(deadline, self.pool.acquire(&key, lang))
+            .await
+            .map_err(|_| LambdaError::unavailable("no worker available"))??;
+        if lease.is_warm() {
+            lease.release();
+            return Ok(());
+        }
+        let prepared = timeout_at(deadline, async {
+            let worker = lease.worker().await?;
+            worker.prepare(&request.script.source).await.map_err(|fault| {
+                let e = fault.into_error();
+                match e.code {
+                    ErrorCode::RuntimeError => LambdaError::new(
+                        ErrorCode::CompileError,
+                        format!("script failed to load: {}", e.message),
+                    ),
+                    _ => e,
+                }
+            })
+        })
+        .await
+        .map_err(|_| timeout_error(limit, "loading the script"))??;
+        if prepared.ok {
+            lease.release();
+            Ok(())
+        } else {
+            Err(prepared.error.unwrap_or_default().into_error())
+        }
+    }
+
+    async fn invoke(&self, inv: Invocation) -> Result<InvokeOutcome, InvokeError> {
+        let started = Instant::now();
+        let metrics =
+            |cold_start| RuntimeMetrics { wall_us: started.elapsed().as_micros() as u64, cold_start };
+        let fail = |error, logs, cold| InvokeError { error, logs, metrics: metrics(cold) };
+        let lang = Self::served(inv.script.language).map_err(|e| fail(e, Vec::new(), false))?;
+        let start = tokio::time::Instant::from_std(started);
+        let deadline =
+            start.checked_add(inv.timeout).unwrap_or_else(|| start + Duration::from_secs(86_400 * 365));
+        let key: Key = (inv.script.hash, inv.owner.clone());
+        let mut lease = match timeout_at(deadline, self.pool.acquire(&key, lang)).await {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(e)) => return Err(fail(e, Vec::new(), false)),
+            Err(_) => {
+                let e = LambdaError::unavailable("no worker available before the deadline");
+                return Err(fail(e, Vec::new(), false));
+            }
+        };
+        let cold = !lease.is_warm();
+        self.pool.count_start(lang, !cold);
+        let response = match timeout_at(deadline, run(&mut lease, &inv)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(fail(e, Vec::new(), cold)), // dropping the lease kills the worker
+            Err(_) => return Err(fail(timeout_error(inv.timeout, "execution"), Vec::new(), cold)),
+        };
+        match response.error {
+            None if response.ok => {
+                lease.release();
+                Ok(InvokeOutcome { result: response.result, logs: response.logs, metrics: metrics(cold) })
+            }
+            error => {
+                let error = error.unwrap_or_default().into_error();
+                if error.code != ErrorCode::InternalError {
+                    lease.release(); // the script failed, its worker is fine
+                }
+                Err(fail(error, response.logs, cold))
+            }
+        }
+    }
+
+    fn health(&self, language: Language) -> RuntimeHealth {
+        let Some(lang) = lang_index(language) else {
+            return RuntimeHealth::Unavailable(format!(
+                "runtime {language} is not served by the local runtime"
+            ));
+        };
+        match &self.pool.lock().langs[lang].unavailable {
+            Some(reason) => RuntimeHealth::Unavailable(reason.clone()),
+            None => RuntimeHealth::Ok,
+        }
+    }
+
+    fn worker_counts(&self, language: Language) -> WorkerCounts {
+        let Some(lang) = lang_index(language) else { return WorkerCounts::default() };
+        let st = self.pool.lock();
+        let ls = &st.langs[lang];
+        WorkerCounts {
+            generic: ls.generic.len() as u64,
+            idle: ls.idle as u64,
+            busy: ls.busy as u64,
+            cold_starts: self.pool.cold_starts[lang].load(Ordering::Relaxed),
+            warm_starts: self.pool.warm_starts[lang].load(Ordering::Relaxed),
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,167 @@
+//! Configuration: every knob is a flag and an environment variable (env wins
+//! over nothing, a flag wins over env), validated once at startup. A bad value
+//! stops the start with a message naming the variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use lambda_core::language::MappingRule;
+use lambda_core::{LanguageMap, Limits};
+
+/// Where state lives. Shared by `serve` and `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the embedded SQLite database, the log spill file and runtime files.
+    #[arg(long = "data-dir", env = "LAMBDA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL. Not supported by this build yet: leave unset to use the embedded SQLite store.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// HTTP port (0 picks a free port; the bound address is printed at startup).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Serve /metrics on this port instead of the main one.
+    #[arg(long = "metrics-port", env = "METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Redis URL for the result cache. Not supported by this build yet: leave unset for the in-process cache.
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Seconds a session lives after initialize.
+    #[arg(long = "session-expiry-seconds", env = "SESSION_EXPIRY_SECONDS", default_value_t = 3600)]
+    pub session_expiry_seconds: u64,
+    /// Upper bound on any execution's `timeout_ms`, in seconds (the default timeout is 30 s, capped by this).
+    #[arg(long = "runtime-timeout-seconds", env = "RUNTIME_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub runtime_timeout_seconds: u64,
+    /// Largest accepted `script_content`, bytes (413 above).
+    #[arg(long = "max-script-size", env = "MAX_SCRIPT_SIZE", default_value_t = 1_048_576)]
+    pub max_script_size: usize,
+    /// Largest accepted execute request body, bytes (413 above).
+    #[arg(long = "max-body-size", env = "MAX_BODY_SIZE", default_value_t = 10_485_760)]
+    pub max_body_size: usize,
+    /// Largest result an execution may return, bytes (462 above).
+    #[arg(long = "max-result-size", env = "MAX_RESULT_SIZE", default_value_t = 8_388_608)]
+    pub max_result_size: usize,
+    /// Console lines returned per execution (the rest is cut with a marker).
+    #[arg(long = "max-log-lines", env = "MAX_LOG_LINES", default_value_t = 1000)]
+    pub max_log_lines: usize,
+    /// Seconds a result stays cached unless `X-Cache-Control: max-age` says otherwise.
+    #[arg(long = "cache-ttl", env = "CACHE_TTL", default_value_t = 3600)]
+    pub cache_ttl: u64,
+    /// Memory bound of the in-process result cache, bytes.
+    #[arg(long = "cache-max-bytes", env = "CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Write request and error logs to storage (true/false).
+    #[arg(long = "db-logging-enabled", env = "DB_LOGGING_ENABLED", default_value = "true", action = clap::ArgAction::Set)]
+    pub db_logging_enabled: bool,
+    /// JSON file with the Language-Title → runtime table, e.g. [{"prefix":"nodejs-","runtime":"nodejs"},{"regex":"^js-","runtime":"nodejs"}].
+    #[arg(long = "runtime-mappings", env = "RUNTIME_MAPPINGS")]
+    pub runtime_mappings: Option<PathBuf>,
+    /// Node.js interpreter.
+    #[arg(long = "node", env = "LAMBDA_NODE", default_value = "node")]
+    pub node: PathBuf,
+    /// Python 3 interpreter (a pyenv shim is resolved to the real binary once).
+    #[arg(long = "python", env = "LAMBDA_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Upper bound on worker processes, all languages together.
+    #[arg(long = "workers-max", env = "LAMBDA_WORKERS_MAX", default_value_t = 32)]
+    pub workers_max: usize,
+    /// Upper bound on workers serving one script of one owner (its concurrency).
+    #[arg(long = "workers-per-script", env = "LAMBDA_WORKERS_PER_SCRIPT", default_value_t = 4)]
+    pub workers_per_script: usize,
+    /// Pre-started generic workers kept ready per language (fast initialize).
+    #[arg(long = "workers-generic", env = "LAMBDA_WORKERS_GENERIC", default_value_t = 2)]
+    pub workers_generic: usize,
+    /// Seconds an idle worker bound to a script is kept before it is reaped.
+    #[arg(long = "worker-idle-seconds", env = "LAMBDA_WORKER_IDLE_SECONDS", default_value_t = 60)]
+    pub worker_idle_seconds: u64,
+    /// V8 heap bound of each Node.js worker, MiB.
+    #[arg(long = "node-max-old-space-mb", env = "LAMBDA_NODE_MAX_OLD_SPACE_MB", default_value_t = 256)]
+    pub node_max_old_space_mb: u64,
+    /// Log format: `text` or `json`. Verbosity comes from RUST_LOG (default `info`).
+    #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub args: ServeArgs,
+    pub limits: Limits,
+    pub languages: LanguageMap,
+}
+
+fn positive(value: u64, var: &str) -> Result<u64, String> {
+    if value == 0 { Err(format!("{var} must be greater than 0")) } else { Ok(value) }
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> Result<Self, String> {
+        if args.storage.database_url.is_some() {
+            return Err(
+                "DATABASE_URL is set, but this build supports only the embedded SQLite store; unset it"
+                    .into(),
+            );
+        }
+        if args.redis_url.is_some() {
+            return Err(
+                "REDIS_URL is set, but this build supports only the in-process cache; unset it".into()
+            );
+        }
+        if args.metrics_port.is_some_and(|p| p == args.port && p != 0) {
+            return Err(
+                "METRICS_PORT must differ from PORT (leave it unset to serve /metrics on PORT)".into()
+            );
+        }
+        for (value, var) in [
+            (args.max_script_size, "MAX_SCRIPT_SIZE"),
+            (args.max_body_size, "MAX_BODY_SIZE"),
+            (args.max_result_size, "MAX_RESULT_SIZE"),
+            (args.max_log_lines, "MAX_LOG_LINES"),
+            (args.workers_max, "LAMBDA_WORKERS_MAX"),
+            (args.workers_per_script, "LAMBDA_WORKERS_PER_SCRIPT"),
+        ] {
+            positive(value as u64, var)?;
+        }
+        let max_timeout =
+            Duration::from_secs(positive(args.runtime_timeout_seconds, "RUNTIME_TIMEOUT_SECONDS")?);
+        let limits = Limits {
+            max_script_bytes: args.max_script_size,
+            max_body_bytes: args.max_body_size,
+            max_timeout,
+            session_expiry: Duration::from_secs(positive(
+                args.session_expiry_seconds,
+                "SESSION_EXPIRY_SECONDS",
+            )?),
+            max_log_lines: args.max_log_lines,
+            max_result_bytes: args.max_result_size,
+            ..Limits::default()
+        };
+        let languages = match &args.runtime_mappings {
+            None => LanguageMap::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("RUNTIME_MAPPINGS: cannot read {}: {e}", path.display()))?;
+                let rules: Vec<MappingRule> = serde_json::from_str(&text).map_err(|e| {
+                    format!("RUNTIME_MAPPINGS: {} is not a valid mapping table: {e}", path.display())
+                })?;
+                LanguageMap::from_rules(&rules).map_err(|e| format!("RUNTIME_MAPPINGS: {e}"))?
+            }
+        };
+        Ok(Self { args, limits, languages })
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.args.cache_ttl)
+    }
+}

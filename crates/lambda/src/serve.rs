@@ -1,0 +1,207 @@
+//! `lambda serve` and `lambda migrate`: wire storage, cache, runtimes and the
+//! API together, serve until a signal, then shut down in order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use lambda_api::{ApiConfig, AppState};
+use lambda_cache::MemoryCache;
+use lambda_core::Language;
+use lambda_runtime::{LocalRuntime, LocalRuntimeConfig, Runtime, resolve_interpreter};
+use lambda_store::{LogPipeline, PipelineConfig, SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, ServeArgs, StorageArgs};
+
+pub enum Failure {
+    Config(String),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the log pipeline gets to write what it holds at shutdown.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+/// How often expired sessions are marked and old ones purged.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+/// Expired and closed sessions stay readable this long before they are purged.
+const PURGE_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+async fn open_store(storage: &StorageArgs) -> Result<Arc<SqliteStore>, Failure> {
+    if storage.database_url.is_some() {
+        return Err(Failure::Config(
+            "DATABASE_URL is set, but this build supports only the embedded SQLite store".into(),
+        ));
+    }
+    std::fs::create_dir_all(&storage.data_dir).map_err(|e| {
+        Failure::Config(format!("LAMBDA_DATA_DIR: cannot create {}: {e}", storage.data_dir.display()))
+    })?;
+    let path = storage.data_dir.join("lambda.db");
+    let store = SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+pub async fn migrate(storage: StorageArgs) -> Result<(), Failure> {
+    init_tracing("text");
+    open_store(&storage).await?;
+    tracing::info!(data_dir = %storage.data_dir.display(), "storage schema is up to date");
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let config = Config::from_args(args).map_err(Failure::Config)?;
+    init_tracing(&config.args.log_format);
+    let data_dir = config.args.storage.data_dir.clone();
+    let store = open_store(&config.args.storage).await?;
+    seed_functions(store.as_ref()).await?;
+
+    let runtime = LocalRuntime::start(runtime_config(&config, &data_dir).await)
+        .await
+        .context("starting the runtimes")?;
+    let pipeline = LogPipeline::start(store.clone(), PipelineConfig::in_data_dir(&data_dir));
+    let api_config = ApiConfig {
+        limits: config.limits.clone(),
+        languages: config.languages.clone(),
+        cache_ttl: config.cache_ttl(),
+        db_logging: config.args.db_logging_enabled,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let cache = Arc::new(MemoryCache::new(config.args.cache_max_bytes));
+    let state = AppState::new(api_config, store.clone(), cache, runtime.clone(), pipeline.sink());
+
+    let addr = (config.args.host, config.args.port);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_task = match config.args.metrics_port {
+        Some(port) => {
+            let listener = TcpListener::bind((config.args.host, port))
+                .await
+                .with_context(|| format!("binding METRICS_PORT {port}"))?;
+            tracing::info!(addr = %listener.local_addr().context("metrics address")?, "metrics listening");
+            let router = lambda_api::metrics_router(state.clone());
+            Some(tokio::spawn(lambda_api::serve(listener, router, stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
+    let housekeeping = tokio::spawn(housekeeping(store.clone(), stopped(stop_rx.clone())));
+    // Tests and scripts read this line to learn the port when PORT=0.
+    println!("lambda listening on http://{local}");
+    tracing::info!(%local, data_dir = %data_dir.display(), "serving");
+
+    let router = lambda_api::router(state, config.args.metrics_port.is_none());
+    let server = tokio::spawn(lambda_api::serve(listener, router, stopped(stop_rx)));
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+        Err(_) => tracing::warn!("drain deadline passed with requests in flight"),
+        _ => {}
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    housekeeping.abort();
+    pipeline.shutdown(FLUSH_DEADLINE).await;
+    runtime.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves each interpreter once (a pyenv shim costs ~78 ms per spawn). An
+/// interpreter that cannot be resolved is kept as given: `/health` then says
+/// why that runtime is unavailable.
+async fn interpreter(language: Language, command: &Path) -> std::path::PathBuf {
+    match resolve_interpreter(language, command).await {
+        Ok(path) => path,
+        Err(e) => {
+            tracing::warn!(%language, command = %command.display(), error = %e, "interpreter not usable");
+            command.to_owned()
+        }
+    }
+}
+
+async fn runtime_config(config: &Config, data_dir: &Path) -> LocalRuntimeConfig {
+    let args = &config.args;
+    LocalRuntimeConfig {
+        node_path: interpreter(Language::Nodejs, &args.node).await,
+        python_path: interpreter(Language::Python, &args.python).await,
+        work_dir: data_dir.join("runtime"),
+        generic_per_language: args.workers_generic,
+        max_workers: args.workers_max,
+        max_workers_per_script: args.workers_per_script,
+        idle_timeout: Duration::from_secs(args.worker_idle_seconds),
+        node_max_old_space_mb: args.node_max_old_space_mb,
+        limits: config.limits.clone(),
+        ..LocalRuntimeConfig::default()
+    }
+}
+
+async fn seed_functions(store: &dyn Store) -> Result<(), Failure> {
+    for function in lambda_api::predefined::shipped() {
+        if store.seed_function(&function).await.context("seeding predefined functions")? {
+            tracing::info!(function = %function.language_title, "seeded predefined function");
+        }
+    }
+    Ok(())
+}
+
+/// Marks expired sessions and purges old ones. Safe on every controller at once.
+async fn housekeeping(store: Arc<SqliteStore>, stop: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let work = async {
+        loop {
+            tick.tick().await;
+            let now = chrono::Utc::now();
+            match store.expire_sessions(now).await {
+                Ok(n) if n > 0 => tracing::info!(sessions = n, "marked expired"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring sessions failed"),
+            }
+            match store.purge_sessions(now - PURGE_AFTER).await {
+                Ok(n) if n > 0 => tracing::info!(sessions = n, "purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging sessions failed"),
+            }
+        }
+    };
+    tokio::select! { _ = work => {}, _ = stop => {} }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,219 @@
+"""Python side of the Lambda Microservice worker protocol.
+
+One JSON frame per line: requests on stdin, responses on a private dup of fd 1.
+Usage: python3 -I -S host.py <max_log_lines> <max_log_bytes> <max_result_bytes>
+  {"op":"prepare","script":".."} -> {"ok":true} | {"ok":false,"error":{..}}
+  {"op":"invoke","params":..,"context":..,"request_id":".."}
+    -> {"ok":true,"result":..,"logs":[..]} | {"ok":false,"error":{..},"logs":[..]}
+On start the host writes {"ok":true,"ready":true}. fd 1 itself is pointed at
+stderr so that nothing the script prints, even from C code, reaches the channel.
+"""
+
+import ast
+import builtins
+import json
+import os
+import sys
+
+PROTO = os.dup(1)
+os.dup2(2, 1)
+STDIN = sys.stdin.buffer
+MAX_LOG_LINES = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+MAX_LOG_BYTES = int(sys.argv[2]) if len(sys.argv) > 2 else 65536
+MAX_RESULT_BYTES = int(sys.argv[3]) if len(sys.argv) > 3 else 8 * 1024 * 1024
+FILENAME = "<script>"
+TRUNCATED = "[output truncated]"
+dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+class Capture:
+    """sys.stdout/sys.stderr for the script: bounded lines of this invocation."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.lines, self.size, self.partial, self.truncated = [], 0, "", False
+
+    def _push(self, line):
+        size = len(line.encode("utf-8", "replace")) + 1
+        if len(self.lines) >= MAX_LOG_LINES or self.size + size > MAX_LOG_BYTES:
+            self.truncated = True
+            self.lines.append(TRUNCATED)
+        else:
+            self.lines.append(line)
+            self.size += size
+
+    def write(self, text):
+        if self.truncated:
+            return len(text)
+        if not isinstance(text, str):
+            text = str(text)
+        parts = (self.partial + text).split("\n")
+        self.partial = parts.pop()
+        for p in parts:
+            if self.truncated:
+                break
+            self._push(p)
+        if len(self.partial) > MAX_LOG_BYTES and not self.truncated:
+            self._push(self.partial)
+            self.partial = ""
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def take(self):
+        if self.partial and not self.truncated:
+            self._push(self.partial)
+        out = self.lines
+        self.reset()
+        return out
+
+
+CAPTURE = Capture()
+sys.stdout = sys.stderr = CAPTURE
+
+
+def write_frame(data):
+    view = memoryview(data + b"\n")
+    while view:
+        view = view[os.write(PROTO, view):]
+
+
+def frame(obj):
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8", "replace")
+
+
+def script_line(tb):
+    """Line of the innermost traceback frame that is in the user's script."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def runtime_error(exc):
+    import traceback
+
+    error = {"kind": "runtime", "message": f"{type(exc).__name__}: {exc}"}
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != FILENAME:
+        tb = tb.tb_next  # hide the host's own frames
+    error["stack"] = "".join(traceback.format_exception(type(exc), exc, tb))
+    line = script_line(tb)
+    if line is not None:
+        error["line"] = line
+    return error
+
+
+class Prepared:
+    """The loaded script: compiled code (script form) or a handle function."""
+
+    code = None
+    handle = None
+    with_context = False
+
+
+PREPARED = None
+
+
+def prepare(source):
+    global PREPARED
+    import linecache
+
+    linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
+    try:
+        tree = compile(source, FILENAME, "exec", ast.PyCF_ONLY_AST)
+        code = compile(tree, FILENAME, "exec")
+    except SyntaxError as e:
+        error = {"kind": "compile", "message": f"SyntaxError: {e.msg}"}
+        if e.lineno is not None:
+            error["line"] = e.lineno
+        if e.offset is not None:
+            error["column"] = e.offset
+        return {"ok": False, "error": error}
+    prepared = Prepared()
+    if any(isinstance(n, ast.FunctionDef) and n.name == "handle" for n in tree.body):
+        scope = {"__name__": "__script__", "__builtins__": builtins}
+        try:
+            exec(code, scope)
+        except BaseException as e:  # noqa: B036 - a script may raise anything, even SystemExit
+            error = runtime_error(e)
+            error.update(kind="compile", message=f"script failed to load: {error['message']}")
+            return {"ok": False, "error": error}
+        finally:
+            CAPTURE.take()
+        prepared.handle = scope["handle"]
+        argc = getattr(getattr(prepared.handle, "__code__", None), "co_argcount", 1)
+        prepared.with_context = argc >= 2
+    else:
+        prepared.code = code
+    PREPARED = prepared
+    return {"ok": True}
+
+
+def run(req):
+    params, context = req.get("params"), req.get("context")
+    if PREPARED.handle is not None:
+        if PREPARED.with_context:
+            return PREPARED.handle(params, context)
+        return PREPARED.handle(params)
+    scope = {
+        "__name__": "__main__",
+        "__builtins__": builtins,
+        "params": params,
+        "context": context,
+        "request_id": req.get("request_id"),
+    }
+    exec(PREPARED.code, scope)
+    return scope.get("result")
+
+
+def failure(error):
+    return frame({"ok": False, "error": error, "logs": CAPTURE.take()})
+
+
+def invoke(req):
+    if PREPARED is None:
+        return failure({"kind": "protocol", "message": "invoke before prepare"})
+    try:
+        result = run(req)
+    except BaseException as e:  # noqa: B036 - SystemExit from a script fails only its invocation
+        return failure(runtime_error(e))
+    try:
+        body = dumps(result).encode("utf-8", "replace")
+    except (TypeError, ValueError) as e:
+        return failure({"kind": "runtime", "message": f"result is not JSON-serialisable: {e}"})
+    if len(body) > MAX_RESULT_BYTES:
+        message = f"result is {len(body)} bytes, over the limit of {MAX_RESULT_BYTES}"
+        return failure({"kind": "limit", "limit": "result", "message": message})
+    return b'{"ok":true,"result":' + body + b',"logs":' + frame(CAPTURE.take()) + b"}"
+
+
+def main():
+    write_frame(b'{"ok":true,"ready":true}')
+    while True:
+        line = STDIN.readline()
+        if not line:
+            return
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+        except (ValueError, AttributeError):
+            write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "bad frame"}}))
+            continue
+        if op == "invoke":
+            write_frame(invoke(req))
+        elif op == "prepare":
+            write_frame(frame(prepare(str(req.get("script", "")))))
+        else:
+            write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "unknown op"}}))
+
+
+main()
