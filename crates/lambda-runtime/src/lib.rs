@@ -15,8 +15,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 mod local;
+mod router;
 
 pub use local::{LocalRuntime, LocalRuntimeConfig, StartError, resolve_interpreter};
+pub use router::RuntimeRouter;
 
 /// A script as the runtime receives it. `hash` is its content address.
 #[derive(Debug)]

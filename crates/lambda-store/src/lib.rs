@@ -13,7 +13,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use lambda_core::{Function, FunctionFilter, Session};
+use lambda_core::{Function, FunctionFilter, Language, ScriptHash, Session};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -106,6 +106,47 @@ pub enum LogEntry {
     Execution(SessionExecution),
 }
 
+/// Outcome of compiling a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompileStatus {
+    Succeeded,
+    Failed,
+}
+
+impl CompileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A compiled script (e.g. Rust → `.wasm`), kept by script hash so that a
+/// second initialize, another controller or a restart does not recompile.
+/// A failed compile is kept too (with its diagnostics), so a broken script is
+/// not recompiled either.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    pub script_hash: ScriptHash,
+    pub language: Language,
+    pub compile_status: CompileStatus,
+    /// The compiled module; empty when the compile failed.
+    pub bytes: Vec<u8>,
+    /// The compiler's diagnostics when it failed (the `COMPILE_ERROR` details).
+    pub compile_error: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Storage of sessions, functions and logs. Backends: SQLite (embedded
 /// default), PostgreSQL (later). Held as `Arc<dyn Store>`.
 #[async_trait]
@@ -141,4 +182,9 @@ pub trait Store: Send + Sync {
     async fn request_logs(&self, request_id: &str) -> Result<Vec<RequestLog>, StoreError>;
     /// The error logs of one session in the order they were written.
     async fn error_logs(&self, request_id: &str) -> Result<Vec<ErrorLog>, StoreError>;
+
+    /// The compiled artifact of a script, if it was compiled before.
+    async fn get_artifact(&self, hash: &ScriptHash) -> Result<Option<Artifact>, StoreError>;
+    /// Inserts or replaces the artifact of `artifact.script_hash`.
+    async fn put_artifact(&self, artifact: &Artifact) -> Result<(), StoreError>;
 }

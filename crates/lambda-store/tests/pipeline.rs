@@ -78,6 +78,17 @@ impl Store for FlakyStore {
     async fn error_logs(&self, request_id: &str) -> Result<Vec<ErrorLog>, StoreError> {
         self.inner.error_logs(request_id).await
     }
+
+    async fn get_artifact(
+        &self,
+        hash: &lambda_core::ScriptHash,
+    ) -> Result<Option<lambda_store::Artifact>, StoreError> {
+        self.inner.get_artifact(hash).await
+    }
+
+    async fn put_artifact(&self, artifact: &lambda_store::Artifact) -> Result<(), StoreError> {
+        self.inner.put_artifact(artifact).await
+    }
 }
 
 async fn flaky_store(dir: &Path) -> Arc<FlakyStore> {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use lambda_api::{ApiConfig, AppState};
 use lambda_cache::MemoryCache;
 use lambda_core::Language;
-use lambda_runtime::{LocalRuntime, LocalRuntimeConfig, Runtime, resolve_interpreter};
+use lambda_runtime::{LocalRuntime, LocalRuntimeConfig, Runtime, RuntimeRouter, resolve_interpreter};
 use lambda_store::{LogPipeline, PipelineConfig, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -71,9 +71,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let store = open_store(&config.args.storage).await?;
     seed_functions(store.as_ref()).await?;
 
-    let runtime = LocalRuntime::start(runtime_config(&config, &data_dir).await)
+    let local = LocalRuntime::start(runtime_config(&config, &data_dir).await)
         .await
         .context("starting the runtimes")?;
+    let runtime: Arc<dyn Runtime> = Arc::new(RuntimeRouter::new(vec![local]));
     let pipeline = LogPipeline::start(store.clone(), PipelineConfig::in_data_dir(&data_dir));
     let api_config = ApiConfig {
         limits: config.limits.clone(),

@@ -1,6 +1,7 @@
 //! The embedded SQLite backend: one file in the data dir, WAL journal,
 //! versioned migrations from `migrations/sqlite` applied at open.
 
+mod artifacts;
 mod codec;
 mod functions;
 mod logs;
@@ -12,11 +13,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use lambda_core::{Function, FunctionFilter, Session};
+use lambda_core::{Function, FunctionFilter, ScriptHash, Session};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{ErrorLog, LogEntry, RequestLog, Store, StoreError};
+use crate::{Artifact, ErrorLog, LogEntry, RequestLog, Store, StoreError};
 
 /// How long a statement waits for another connection's write lock before
 /// failing with `Unavailable` (WAL allows one writer at a time).
@@ -136,6 +137,14 @@ impl Store for SqliteStore {
 
     async fn request_logs(&self, request_id: &str) -> Result<Vec<RequestLog>, StoreError> {
         logs::request_logs(&self.pool, request_id).await
+    }
+
+    async fn get_artifact(&self, hash: &ScriptHash) -> Result<Option<Artifact>, StoreError> {
+        artifacts::get(&self.pool, hash).await
+    }
+
+    async fn put_artifact(&self, artifact: &Artifact) -> Result<(), StoreError> {
+        artifacts::put(&self.pool, artifact).await
     }
 
     async fn error_logs(&self, request_id: &str) -> Result<Vec<ErrorLog>, StoreError> {

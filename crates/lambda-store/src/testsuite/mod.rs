@@ -3,6 +3,7 @@
 //! SQLite and PostgreSQL are held to the same contract. Run it with
 //! [`store_suite!`](crate::store_suite), one `#[tokio::test]` per check.
 
+mod artifacts;
 mod functions;
 mod logs;
 mod sessions;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use lambda_core::{Function, FunctionKind, Language, ScriptHash, Session, SessionStatus};
 use serde_json::json;
 
+pub use artifacts::*;
 pub use functions::*;
 pub use logs::*;
 pub use sessions::*;
@@ -42,6 +44,7 @@ macro_rules! store_suite {
             write_logs_round_trip,
             write_logs_counts_executions_and_closes,
             write_logs_accepts_empty_and_unknown_sessions,
+            artifact_round_trip_and_replace,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
