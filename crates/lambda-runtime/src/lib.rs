@@ -58,6 +58,12 @@ pub struct RuntimeMetrics {
     pub wall_us: u64,
     /// True when no warm worker held the script and one had to be prepared.
     pub cold_start: bool,
+    /// CPU time (user + system) the execution used, microseconds, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us: Option<u64>,
+    /// Peak memory of the execution's worker or instance, bytes, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +102,14 @@ pub struct WorkerCounts {
     pub busy: u64,
     pub cold_starts: u64,
     pub warm_starts: u64,
+    /// Compiles run (compiled languages), their total seconds, and how many
+    /// prepares found an existing artifact instead.
+    pub compiles: u64,
+    pub compile_seconds: f64,
+    pub compile_cache_hits: u64,
+    /// Module instantiations (wasm) and their total seconds.
+    pub instantiations: u64,
+    pub instantiate_seconds: f64,
 }
 
 /// Prepare once, invoke many. Implemented by the local worker pools now and by
@@ -117,6 +131,12 @@ pub trait Runtime: Send + Sync {
     fn health(&self, language: Language) -> RuntimeHealth;
 
     fn worker_counts(&self, language: Language) -> WorkerCounts;
+
+    /// What isolation this runtime applies (namespaces, seccomp, cgroups, …),
+    /// for `/health` (`components.sandbox`). `None` when it has nothing to report.
+    fn sandbox_report(&self) -> Option<serde_json::Value> {
+        None
+    }
 
     /// Kills every worker. Called last in an orderly shutdown.
     async fn shutdown(&self);

@@ -59,6 +59,10 @@ impl Runtime for RuntimeRouter {
         self.route(language).map(|r| r.worker_counts(language)).unwrap_or_default()
     }
 
+    fn sandbox_report(&self) -> Option<serde_json::Value> {
+        self.runtimes.iter().find_map(|r| r.sandbox_report())
+    }
+
     async fn shutdown(&self) {
         for runtime in &self.runtimes {
             runtime.shutdown().await;

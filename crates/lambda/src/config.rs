@@ -3,7 +3,7 @@
 //! stops the start with a message naming the variable.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -19,6 +19,29 @@ pub struct StorageArgs {
     /// PostgreSQL URL. Not supported by this build yet: leave unset to use the embedded SQLite store.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// File holding DATABASE_URL (Docker/Kubernetes secrets).
+    #[arg(long = "database-url-file", env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+}
+
+/// A secret given as `X` or as `X_FILE` (a path whose content is the value,
+/// trailing newline trimmed). Both at once is a configuration error.
+pub fn secret(value: Option<&str>, file: Option<&Path>, var: &str) -> Result<Option<String>, String> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(format!("set {var} or {var}_FILE, not both")),
+        (Some(v), None) => Ok(Some(v.to_owned())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{var}_FILE: cannot read {}: {e}", path.display()))?;
+            let text = text.trim_end_matches(['\n', '\r']).to_owned();
+            if text.is_empty() {
+                Err(format!("{var}_FILE: {} is empty", path.display()))
+            } else {
+                Ok(Some(text))
+            }
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -37,6 +60,9 @@ pub struct ServeArgs {
     /// Redis URL for the result cache. Not supported by this build yet: leave unset for the in-process cache.
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// File holding REDIS_URL.
+    #[arg(long = "redis-url-file", env = "REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
     /// Seconds a session lives after initialize.
     #[arg(long = "session-expiry-seconds", env = "SESSION_EXPIRY_SECONDS", default_value_t = 3600)]
     pub session_expiry_seconds: u64,
@@ -107,13 +133,16 @@ fn positive(value: u64, var: &str) -> Result<u64, String> {
 
 impl Config {
     pub fn from_args(args: ServeArgs) -> Result<Self, String> {
-        if args.storage.database_url.is_some() {
+        let storage = &args.storage;
+        if secret(storage.database_url.as_deref(), storage.database_url_file.as_deref(), "DATABASE_URL")?
+            .is_some()
+        {
             return Err(
                 "DATABASE_URL is set, but this build supports only the embedded SQLite store; unset it"
                     .into(),
             );
         }
-        if args.redis_url.is_some() {
+        if secret(args.redis_url.as_deref(), args.redis_url_file.as_deref(), "REDIS_URL")?.is_some() {
             return Err(
                 "REDIS_URL is set, but this build supports only the in-process cache; unset it".into()
             );
@@ -163,5 +192,23 @@ impl Config {
 
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.args.cache_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_value_or_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("s");
+        std::fs::write(&file, "hunter2\n").expect("write");
+        assert_eq!(secret(Some("v"), None, "X"), Ok(Some("v".into())));
+        assert_eq!(secret(None, Some(&file), "X"), Ok(Some("hunter2".into())));
+        assert_eq!(secret(None, None, "X"), Ok(None));
+        assert!(secret(Some("v"), Some(&file), "X").is_err_and(|e| e.contains("X_FILE")));
+        let missing = dir.path().join("missing");
+        assert!(secret(None, Some(&missing), "X").is_err_and(|e| e.starts_with("X_FILE")));
     }
 }

@@ -144,7 +144,8 @@ pub async fn execute(
                 let entry = CachedResult { result: result.clone(), execution_time, logs: logs.clone() };
                 store_cached(&state, key, &entry, ttl).await;
             }
-            let response = success_body(&live, execution_time, false, result, logs);
+            let mut response = success_body(&live, execution_time, false, result, logs);
+            response["metrics"] = serde_json::to_value(&metrics).unwrap_or_default();
             log_execution(&state, &live, &params, Ok(&response), false, started, &metrics);
             Ok(Json(response).into_response())
         }

@@ -47,6 +47,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "runtimes": runtimes,
     });
     components[if store.backend() == "postgres" { "postgres" } else { "sqlite" }] = json!(ok(store_ok));
+    if let Some(sandbox) = state.runtime().sandbox_report() {
+        components["sandbox"] = sandbox;
+    }
     if state.cache().backend() == "redis" {
         components["redis"] = json!(ok(cache_ok));
     }

@@ -196,8 +196,11 @@ impl Runtime for LocalRuntime {
 
     async fn invoke(&self, inv: Invocation) -> Result<InvokeOutcome, InvokeError> {
         let started = Instant::now();
-        let metrics =
-            |cold_start| RuntimeMetrics { wall_us: started.elapsed().as_micros() as u64, cold_start };
+        let metrics = |cold_start| RuntimeMetrics {
+            wall_us: started.elapsed().as_micros() as u64,
+            cold_start,
+            ..RuntimeMetrics::default()
+        };
         let fail = |error, logs, cold| InvokeError { error, logs, metrics: metrics(cold) };
         let lang = Self::served(inv.script.language).map_err(|e| fail(e, Vec::new(), false))?;
         let start = tokio::time::Instant::from_std(started);
@@ -256,6 +259,7 @@ impl Runtime for LocalRuntime {
             busy: ls.busy as u64,
             cold_starts: self.pool.cold_starts[lang].load(Ordering::Relaxed),
             warm_starts: self.pool.warm_starts[lang].load(Ordering::Relaxed),
+            ..WorkerCounts::default()
         }
     }
 
