@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use lambda_core::{ErrorCode, LambdaError};
 use serde_json::json;
 
+use crate::wire::{ErrorObject, ErrorResponse};
+
 /// Handlers return `Result<_, ApiError>`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -51,13 +53,15 @@ impl From<lambda_store::StoreError> for ApiError {
 
 /// The error body of every endpoint: `{request_id?, error: {code, message, details}}`.
 pub fn error_body(error: &LambdaError, request_id: Option<&str>) -> serde_json::Value {
-    let mut body = json!({
-        "error": { "code": error.code.as_str(), "message": error.message, "details": error.details }
-    });
-    if let Some(id) = request_id {
-        body["request_id"] = json!(id);
-    }
-    body
+    let body = ErrorResponse {
+        request_id: request_id.map(str::to_owned),
+        error: ErrorObject {
+            code: error.code.as_str().to_owned(),
+            message: error.message.clone(),
+            details: error.details.clone(),
+        },
+    };
+    serde_json::to_value(body).unwrap_or_else(|_| json!({"error": {"code": "INTERNAL_ERROR"}}))
 }
 
 impl IntoResponse for ApiError {

@@ -2,14 +2,18 @@
 //! `spec/API.md`, the error mapping, body extraction, and Prometheus metrics.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod body;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod predefined;
-mod routes;
+pub mod ratelimit;
+pub(crate) mod routes;
 mod schema;
 pub mod sessions;
 mod state;
+pub mod wire;
 
 use std::future::Future;
 use std::io;

@@ -10,7 +10,9 @@ use lambda_runtime::Runtime;
 use lambda_store::Store;
 use lambda_store::pipeline::LogSink;
 
+use crate::auth::AuthConfig;
 use crate::metrics::Metrics;
+use crate::ratelimit::{MemoryRateLimiter, RateLimiter, RateLimits};
 use crate::schema::SchemaCache;
 use crate::sessions::SessionRegistry;
 
@@ -24,6 +26,12 @@ pub struct ApiConfig {
     /// `DB_LOGGING_ENABLED`: write request/error logs.
     pub db_logging: bool,
     pub version: String,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimits,
+    /// `CORS_ALLOWED_ORIGINS`; `*` allows any origin.
+    pub cors_origins: Vec<String>,
+    /// Total bytes of request headers accepted (larger is 400).
+    pub max_header_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -34,6 +42,10 @@ impl Default for ApiConfig {
             cache_ttl: Duration::from_secs(3600),
             db_logging: true,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            auth: AuthConfig::off(),
+            rate_limits: RateLimits::default(),
+            cors_origins: vec!["*".to_owned()],
+            max_header_bytes: 16 * 1024,
         }
     }
 }
@@ -53,6 +65,7 @@ struct Inner {
     sessions: SessionRegistry,
     schemas: SchemaCache,
     metrics: Metrics,
+    rate_limiter: Arc<dyn RateLimiter>,
 }
 
 impl AppState {
@@ -72,8 +85,21 @@ impl AppState {
             sessions: SessionRegistry::new(100_000),
             schemas: SchemaCache::new(),
             metrics: Metrics::new(),
+            rate_limiter: Arc::new(MemoryRateLimiter::default()),
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// Replaces the in-process rate limiter (e.g. with a Redis one shared by
+    /// every controller). Call before the state is cloned.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.rate_limiter = limiter,
+            None => {
+                tracing::error!("with_rate_limiter called on a shared state; keeping the in-process limiter")
+            }
+        }
+        self
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -96,6 +122,12 @@ impl AppState {
     }
     pub(crate) fn schemas(&self) -> &SchemaCache {
         &self.inner.schemas
+    }
+    pub fn auth(&self) -> &AuthConfig {
+        &self.inner.config.auth
+    }
+    pub fn rate_limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.inner.rate_limiter
     }
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics

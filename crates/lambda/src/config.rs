@@ -10,6 +10,8 @@ use clap::Args;
 use lambda_core::language::MappingRule;
 use lambda_core::{LanguageMap, Limits};
 
+use crate::security::SecurityArgs;
+
 /// Where state lives. Shared by `serve` and `migrate`.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
@@ -117,6 +119,8 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`. Verbosity comes from RUST_LOG (default `info`).
     #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Validated configuration.
@@ -125,6 +129,8 @@ pub struct Config {
     pub args: ServeArgs,
     pub limits: Limits,
     pub languages: LanguageMap,
+    pub auth: lambda_api::auth::AuthConfig,
+    pub cors_origins: Vec<String>,
 }
 
 fn positive(value: u64, var: &str) -> Result<u64, String> {
@@ -187,7 +193,10 @@ impl Config {
                 LanguageMap::from_rules(&rules).map_err(|e| format!("RUNTIME_MAPPINGS: {e}"))?
             }
         };
-        Ok(Self { args, limits, languages })
+        let auth = args.security.auth_config()?;
+        let cors_origins = args.security.cors_origins()?;
+        positive(args.security.max_header_size as u64, "MAX_HEADER_SIZE")?;
+        Ok(Self { args, limits, languages, auth, cors_origins })
     }
 
     pub fn cache_ttl(&self) -> Duration {

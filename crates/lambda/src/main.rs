@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod security;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Create or upgrade the storage schema, then exit.
     Migrate(config::StorageArgs),
+    /// Print a JWT signed with LAMBDA_JWT_SECRET (HS256).
+    Token(token::TokenArgs),
 }
 
 /// Exit code for bad configuration (sysexits EX_USAGE).
@@ -39,6 +43,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::Token(args) = cli.command {
+        return match token::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lambda token: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -49,6 +62,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(*args)),
         Command::Migrate(args) => runtime.block_on(serve::migrate(args)),
+        Command::Token(_) => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,7 +82,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         cache_ttl: config.cache_ttl(),
         db_logging: config.args.db_logging_enabled,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        auth: config.auth.clone(),
+        rate_limits: config.args.security.rate_limits(),
+        cors_origins: config.cors_origins.clone(),
+        max_header_bytes: config.args.security.max_header_size,
     };
+    tracing::info!(auth = ?config.auth.mode, "authentication");
     let cache = Arc::new(MemoryCache::new(config.args.cache_max_bytes));
     let state = AppState::new(api_config, store.clone(), cache, runtime.clone(), pipeline.sink());
 

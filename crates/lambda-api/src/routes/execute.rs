@@ -17,18 +17,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Caller;
 use crate::body::read_json;
 use crate::error::error_body;
 use crate::metrics::{CacheLabels, OutcomeLabels, RuntimeLabels, StartLabels};
 use crate::schema::CheckError;
 use crate::sessions::LiveSession;
+use crate::wire::{ErrorResponse, ExecuteRequest, ExecuteResponse, ExecutionMetrics};
 use crate::{ApiError, AppState};
-
-#[derive(Deserialize)]
-struct ExecuteBody {
-    #[serde(default)]
-    params: Value,
-}
 
 /// `X-Cache-Control`, parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,8 +76,42 @@ fn cache_key(live: &LiveSession, params: &Value) -> String {
     format!("result:{}", hex::encode(h.finalize()))
 }
 
+/// Runs a session's prepared script with new params.
+#[utoipa::path(
+    post,
+    path = "/api/v1/execute/{request_id}",
+    tag = "sessions",
+    params(
+        ("request_id" = String, Path, description = "The session id from initialize"),
+        ("X-Cache-Control" = Option<String>, Header, description = "`no-cache` (do not read the cache), `no-store` (neither read nor write), `max-age=<seconds>` (TTL of this result)"),
+    ),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "The script's result", body = ExecuteResponse,
+            headers(
+                ("X-RateLimit-Limit" = u32, description = "Requests allowed per minute (when rate limits are active)"),
+                ("X-RateLimit-Remaining" = u32, description = "Requests left in the current window"),
+                ("X-RateLimit-Reset" = u64, description = "Seconds until the full quota is back"),
+            )),
+        (status = 400, description = "INVALID_REQUEST or INVALID_PARAMS", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: missing scope or another user's session", body = ErrorResponse),
+        (status = 404, description = "NOT_FOUND: unknown, expired or closed session", body = ErrorResponse),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
+        (status = 429, description = "RATE_LIMITED (with Retry-After)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 460, description = "RUNTIME_ERROR: the script threw", body = ErrorResponse),
+        (status = 461, description = "COMPILE_ERROR", body = ErrorResponse),
+        (status = 462, description = "RESOURCE_LIMIT", body = ErrorResponse),
+        (status = 500, description = "INTERNAL_ERROR", body = ErrorResponse),
+        (status = 503, description = "UNAVAILABLE", body = ErrorResponse),
+        (status = 504, description = "TIMEOUT", body = ErrorResponse),
+    ),
+    security(("bearerAuth" = []), ()),
+)]
 pub async fn execute(
     State(state): State<AppState>,
+    caller: Caller,
     Path(request_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -94,9 +124,13 @@ pub async fn execute(
         )
     };
     let live = state.sessions().get(state.store().as_ref(), &request_id).await?.ok_or_else(not_found)?;
+    caller
+        .require_execute(live.session.language)
+        .map_err(|e| ApiError { request_id: Some(request_id.clone()), ..e })?;
+    caller.require_owner(live.session.user_id.as_deref(), &request_id)?;
     let at_session = |e: LambdaError| ApiError::for_session(e, &request_id);
     let policy = cache_policy(&headers).map_err(at_session)?;
-    let body: ExecuteBody = read_json(&headers, body, state.config().limits.max_body_bytes)
+    let body: ExecuteRequest = read_json(&headers, body, state.config().limits.max_body_bytes)
         .await
         .map_err(|e| ApiError::for_session(e.error, &request_id))?;
     let params = if body.params.is_null() { json!({}) } else { body.params };
@@ -120,7 +154,7 @@ pub async fn execute(
         && let Some(hit) = cached(&state, key).await
     {
         live.record_execution(Utc::now());
-        let response = success_body(&live, hit.execution_time, true, hit.result, hit.logs);
+        let response = success_body(&live, hit.execution_time, true, hit.result, hit.logs, None);
         log_execution(&state, &live, &params, Ok(&response), true, started, &RuntimeMetrics::default());
         return Ok(Json(response).into_response());
     }
@@ -144,8 +178,13 @@ pub async fn execute(
                 let entry = CachedResult { result: result.clone(), execution_time, logs: logs.clone() };
                 store_cached(&state, key, &entry, ttl).await;
             }
-            let mut response = success_body(&live, execution_time, false, result, logs);
-            response["metrics"] = serde_json::to_value(&metrics).unwrap_or_default();
+            let figures = ExecutionMetrics {
+                wall_us: metrics.wall_us,
+                cold_start: metrics.cold_start,
+                cpu_us: metrics.cpu_us,
+                peak_memory_bytes: metrics.peak_memory_bytes,
+            };
+            let response = success_body(&live, execution_time, false, result, logs, Some(figures));
             log_execution(&state, &live, &params, Ok(&response), false, started, &metrics);
             Ok(Json(response).into_response())
         }
@@ -160,24 +199,25 @@ pub async fn execute(
     }
 }
 
+/// The 200 body, as JSON: it goes both to the client and to the request log.
 fn success_body(
     live: &LiveSession,
     execution_time: u64,
     cached: bool,
     result: Value,
     logs: Vec<String>,
+    metrics: Option<ExecutionMetrics>,
 ) -> Value {
-    let mut body = json!({
-        "request_id": live.session.request_id,
-        "language_title": live.session.language_title,
-        "execution_time": execution_time,
-        "cached": cached,
-        "result": result,
-    });
-    if !logs.is_empty() {
-        body["logs"] = json!(logs);
-    }
-    body
+    let body = ExecuteResponse {
+        request_id: live.session.request_id.clone(),
+        language_title: live.session.language_title.clone(),
+        execution_time,
+        cached,
+        result,
+        logs: (!logs.is_empty()).then_some(logs),
+        metrics,
+    };
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 async fn cached(state: &AppState, key: &str) -> Option<CachedResult> {

@@ -1,22 +1,34 @@
 //! `GET /api/v1/functions` and `GET /api/v1/functions/{language_title}`.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use chrono::SecondsFormat;
 use lambda_core::{Function, FunctionFilter, FunctionKind, LambdaError, Language};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::auth::Caller;
+use crate::wire::{ErrorResponse, FunctionDetail, FunctionEntry, FunctionList};
 use crate::{ApiError, AppState};
 
 /// Query strings arrive as text so that a bad value is our 400, not axum's.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `nodejs`, `python`, `rust` or `wasm`.
     language: Option<String>,
+    /// Owner of dynamic functions.
     user_id: Option<String>,
+    /// `predefined` or `dynamic`.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     kind: Option<String>,
+    /// 1-based page, default 1.
+    #[param(value_type = Option<u32>, minimum = 1)]
     page: Option<String>,
+    /// Entries per page, default 20, at most 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     per_page: Option<String>,
 }
 
@@ -61,48 +73,89 @@ impl ListQuery {
     }
 }
 
-fn entry(f: &Function) -> Value {
-    json!({
-        "language": f.language,
-        "title": f.title,
-        "language_title": f.language_title,
-        "description": f.description,
-        "type": f.kind.as_str(),
-        "user_id": f.user_id,
-        "created_at": f.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "updated_at": f.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-    })
+fn entry(f: &Function) -> FunctionEntry {
+    FunctionEntry {
+        language: f.language.to_string(),
+        title: f.title.clone(),
+        language_title: f.language_title.clone(),
+        description: f.description.clone(),
+        kind: f.kind.as_str().to_owned(),
+        user_id: f.user_id.clone(),
+        created_at: f.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        updated_at: f.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
 }
 
+/// Registered functions, filtered and paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/functions",
+    tag = "functions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of functions", body = FunctionList),
+        (status = 400, description = "INVALID_REQUEST: bad query parameter", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: read:functions missing", body = ErrorResponse),
+        (status = 429, description = "RATE_LIMITED", body = ErrorResponse),
+        (status = 500, description = "INTERNAL_ERROR", body = ErrorResponse),
+        (status = 503, description = "UNAVAILABLE", body = ErrorResponse),
+    ),
+    security(("bearerAuth" = []), ()),
+)]
 pub async fn list(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<FunctionList>, ApiError> {
+    caller.require_read_functions()?;
+    let Query(query) = query.map_err(|e| LambdaError::invalid_request(format!("bad query string: {e}")))?;
     let filter = query.filter()?;
     let (total, functions) = state.store().list_functions(&filter).await?;
-    Ok(Json(json!({
-        "total": total,
-        "page": filter.page,
-        "per_page": filter.per_page,
-        "functions": functions.iter().map(entry).collect::<Vec<_>>(),
-    })))
+    Ok(Json(FunctionList {
+        total,
+        page: filter.page,
+        per_page: filter.per_page,
+        functions: functions.iter().map(entry).collect(),
+    }))
 }
 
+/// One function with its schema, examples and script.
+#[utoipa::path(
+    get,
+    path = "/api/v1/functions/{language_title}",
+    tag = "functions",
+    params(("language_title" = String, Path, description = "e.g. `nodejs-calculator`")),
+    responses(
+        (status = 200, description = "The function", body = FunctionDetail),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: read:functions missing", body = ErrorResponse),
+        (status = 404, description = "NOT_FOUND", body = ErrorResponse),
+        (status = 429, description = "RATE_LIMITED", body = ErrorResponse),
+        (status = 500, description = "INTERNAL_ERROR", body = ErrorResponse),
+        (status = 503, description = "UNAVAILABLE", body = ErrorResponse),
+    ),
+    security(("bearerAuth" = []), ()),
+)]
 pub async fn get_one(
     State(state): State<AppState>,
+    caller: Caller,
     Path(language_title): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FunctionDetail>, ApiError> {
+    caller.require_read_functions()?;
     let function = state
         .store()
         .get_function(&language_title)
         .await?
         .ok_or_else(|| LambdaError::not_found(format!("no function `{language_title}`")))?;
-    let mut body = entry(&function);
-    body["schema"] = function.schema.clone().unwrap_or_else(|| json!({}));
-    body["examples"] = function.examples.clone();
-    body["script_content"] = json!(function.script_content);
-    if function.language.is_compiled() {
-        body["compile_options"] = function.compile_options.clone().unwrap_or_else(|| json!({}));
-    }
-    Ok(Json(body))
+    Ok(Json(FunctionDetail {
+        entry: entry(&function),
+        schema: function.schema.clone().unwrap_or_else(|| json!({})),
+        examples: function.examples.clone(),
+        script_content: function.script_content.clone(),
+        compile_options: function
+            .language
+            .is_compiled()
+            .then(|| function.compile_options.clone().unwrap_or_else(|| json!({}))),
+    }))
 }

@@ -6,12 +6,23 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use lambda_core::Language;
 use lambda_runtime::RuntimeHealth;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use crate::AppState;
 use crate::metrics::WorkerLabels;
+use crate::wire::HealthResponse;
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Liveness and the state of each component. No auth.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Serving (`ok` or `degraded`)", body = HealthResponse),
+        (status = 503, description = "Cannot serve (`unavailable`)", body = HealthResponse),
+    ),
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let store = state.store();
     let store_ok = store.ping().await.is_ok();
     let cache_ok = state.cache().ping().await.is_ok();
@@ -53,10 +64,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     if state.cache().backend() == "redis" {
         components["redis"] = json!(ok(cache_ok));
     }
-    (
-        status_code,
-        Json(json!({ "status": status, "version": state.config().version, "components": components })),
-    )
+    let body =
+        HealthResponse { status: status.to_owned(), version: state.config().version.clone(), components };
+    (status_code, Json(body))
 }
 
 /// Updates the gauges that are read from other parts at scrape time.

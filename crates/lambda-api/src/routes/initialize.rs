@@ -10,21 +10,14 @@ use lambda_core::{
     valid_client_request_id,
 };
 use lambda_runtime::PrepareRequest;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::auth::Caller;
 use crate::body::read_json;
 use crate::metrics::RuntimeLabels;
 use crate::sessions::LiveSession;
+use crate::wire::{ErrorResponse, InitializeRequest, InitializeResponse};
 use crate::{ApiError, AppState};
-
-#[derive(Deserialize)]
-struct InitializeBody {
-    #[serde(default)]
-    context: Option<Value>,
-    #[serde(default)]
-    script_content: Option<String>,
-}
 
 /// The parts of `context` the platform reads; the whole object goes to the script.
 struct ContextOptions {
@@ -73,16 +66,44 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Lam
         .transpose()
 }
 
+/// Validates and prepares a script once and stores the session.
+#[utoipa::path(
+    post,
+    path = "/api/v1/initialize",
+    tag = "sessions",
+    params(
+        ("Language-Title" = String, Header, description = "`<language>-<title>`, e.g. `nodejs-calculator`"),
+        ("X-Request-ID" = Option<String>, Header, description = "Client-chosen session id `[A-Za-z0-9._-]{1,64}`; a retry with the same script returns the same session"),
+    ),
+    request_body = InitializeRequest,
+    responses(
+        (status = 200, description = "Session created", body = InitializeResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN", body = ErrorResponse),
+        (status = 404, description = "NOT_FOUND: no function registered under this title", body = ErrorResponse),
+        (status = 409, description = "CONFLICT: X-Request-ID already used", body = ErrorResponse),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
+        (status = 429, description = "RATE_LIMITED", body = ErrorResponse),
+        (status = 461, description = "COMPILE_ERROR", body = ErrorResponse),
+        (status = 500, description = "INTERNAL_ERROR", body = ErrorResponse),
+        (status = 503, description = "UNAVAILABLE", body = ErrorResponse),
+        (status = 504, description = "TIMEOUT while preparing", body = ErrorResponse),
+    ),
+    security(("bearerAuth" = []), ()),
+)]
 pub async fn initialize(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InitializeResponse>, ApiError> {
     let config = state.config();
     let raw_title = header(&headers, "language-title")?.ok_or_else(|| {
         LambdaError::invalid_request("the Language-Title header is required").with("header", "Language-Title")
     })?;
     let title = config.languages.parse(raw_title.trim())?;
+    caller.require_execute(title.language())?;
     let client_id = header(&headers, "x-request-id")?.map(str::trim);
     if let Some(id) = client_id.filter(|id| !valid_client_request_id(id)) {
         return Err(LambdaError::invalid_request(format!(
@@ -93,7 +114,7 @@ pub async fn initialize(
     }
     // A body may carry the script plus its context: allow both bounds.
     let body_limit = config.limits.max_script_bytes.saturating_add(config.limits.max_body_bytes);
-    let body: InitializeBody = read_json(&headers, body, body_limit).await?;
+    let body: InitializeRequest = read_json(&headers, body, body_limit).await?;
     let context = match body.context {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => map,
@@ -103,7 +124,11 @@ pub async fn initialize(
                 .into());
         }
     };
-    let options = context_options(&context)?;
+    let mut options = context_options(&context)?;
+    if caller.is_enforced() {
+        // With auth on, the owner is the token's subject, never `context.user_id`.
+        options.user_id = caller.user_id.clone();
+    }
 
     let (script, function_language_title) = resolve_script(&state, &title, body.script_content).await?;
     let compile_options = if title.language().is_compiled() { options.compile_options.clone() } else { None };
@@ -201,7 +226,7 @@ fn idempotent_retry(
     existing: &LiveSession,
     user_id: Option<&str>,
     hash: ScriptHash,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InitializeResponse>, ApiError> {
     let same_caller = existing.session.user_id.as_deref() == user_id;
     if same_caller && existing.session.script_hash == hash {
         return Ok(Json(initialized_body(existing)));
@@ -233,15 +258,15 @@ async fn register_dynamic(state: &AppState, title: &LanguageTitle, session: &Ses
     }
 }
 
-fn initialized_body(live: &LiveSession) -> Value {
+fn initialized_body(live: &LiveSession) -> InitializeResponse {
     let s = &live.session;
-    json!({
-        "request_id": s.request_id,
-        "status": "initialized",
-        "expires_at": s.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "language_title": s.language_title,
-        "script_hash": s.script_hash.to_hex(),
-        "timeout_ms": s.timeout_ms,
-        "retain_session": s.retain,
-    })
+    InitializeResponse {
+        request_id: s.request_id.clone(),
+        status: "initialized".to_owned(),
+        expires_at: s.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        language_title: s.language_title.clone(),
+        script_hash: s.script_hash.to_hex(),
+        timeout_ms: s.timeout_ms,
+        retain_session: s.retain,
+    }
 }

@@ -1,37 +1,52 @@
-//! Route table and the middleware that counts every request.
+//! Route table and the layers around it: request counting, CORS, header
+//! bounds, authentication and rate limits.
 
-mod execute;
-mod functions;
-mod health;
-mod initialize;
-mod sessions;
+pub(crate) mod execute;
+pub(crate) mod functions;
+pub(crate) mod health;
+pub(crate) mod initialize;
+pub(crate) mod sessions;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lambda_core::{ErrorCode, LambdaError};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::metrics::{CodeLabels, EndpointLabels, HttpLabels};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, auth, ratelimit};
 
 pub fn router(state: AppState, with_metrics: bool) -> Router {
-    let mut api = Router::new()
-        .route("/api/v1/initialize", post(initialize::initialize))
+    let execute = Router::new()
         .route("/api/v1/execute/{request_id}", post(execute::execute))
-        .route("/api/v1/sessions/{request_id}", get(sessions::get_session))
+        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit_execute));
+    let functions = Router::new()
         .route("/api/v1/functions", get(functions::list))
         .route("/api/v1/functions/{language_title}", get(functions::get_one))
-        .route("/health", get(health::health));
+        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit_functions));
+    let api = Router::new()
+        .route("/api/v1/initialize", post(initialize::initialize))
+        .route("/api/v1/sessions/{request_id}", get(sessions::get_session))
+        .merge(execute)
+        .merge(functions)
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let mut open =
+        Router::new().route("/health", get(health::health)).route("/api/v1/openapi.json", get(openapi));
     if with_metrics {
-        api = api.route("/metrics", get(metrics));
+        open = open.route("/metrics", get(metrics));
     }
-    api.fallback(not_found)
+    open.merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), bound_headers))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(cors(&state.config().cors_origins))
         .with_state(state)
 }
 
@@ -39,14 +54,54 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
+/// The contract's CORS policy; `*` in the origins allows any.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+            HeaderName::from_static("language-title"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-cache-control"),
+        ])
+        .max_age(Duration::from_secs(86_400))
+}
+
 async fn not_found() -> ApiError {
     LambdaError::not_found("no such endpoint").into()
+}
+
+async fn method_not_allowed() -> ApiError {
+    LambdaError::invalid_request("method not allowed on this endpoint").into()
+}
+
+async fn openapi(State(state): State<AppState>) -> Response {
+    axum::Json(crate::openapi::document(&state.config().version)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     health::sample_gauges(&state).await;
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics().encode())
         .into_response()
+}
+
+/// Refuses absurd header sets (the contract's 400) before any handler runs.
+async fn bound_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let max = state.config().max_header_bytes;
+    let total: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if total > max {
+        let error = LambdaError::invalid_request(format!("request headers exceed {max} bytes"))
+            .with("limit_bytes", max);
+        return ApiError::from(error).into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts requests by matched route and status, times them, and counts error codes.
