@@ -36,7 +36,7 @@ use crate::wire;
         wire::ErrorObject,
         wire::ErrorResponse,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SessionLinks),
     tags(
         (name = "sessions", description = "Initialize and execute scripts"),
         (name = "functions", description = "Registered functions"),
@@ -58,6 +58,27 @@ impl Modify for BearerAuth {
                 .to_owned(),
         );
         components.add_security_scheme("bearerAuth", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Tells generic clients that initialize's `request_id` feeds execute and
+/// the session lookup (OpenAPI links).
+struct SessionLinks;
+
+impl Modify for SessionLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, link::Link};
+        let Some(item) = openapi.paths.paths.get_mut("/api/v1/initialize") else { return };
+        let Some(op) = item.post.as_mut() else { return };
+        let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") else { return };
+        for (name, operation_id) in [("execute", "execute"), ("session", "get_session")] {
+            let link = Link::builder()
+                .operation_id(operation_id)
+                .parameter("request_id", "$response.body#/request_id")
+                .description(format!("Use the new session's id with `{operation_id}`"))
+                .build();
+            ok.links.insert(name.to_owned(), RefOr::T(link));
+        }
     }
 }
 

@@ -72,8 +72,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Lam
     path = "/api/v1/initialize",
     tag = "sessions",
     params(
-        ("Language-Title" = String, Header, description = "`<language>-<title>`, e.g. `nodejs-calculator`"),
-        ("X-Request-ID" = Option<String>, Header, description = "Client-chosen session id `[A-Za-z0-9._-]{1,64}`; a retry with the same script returns the same session"),
+        ("Language-Title" = String, Header, description = "`<language>-<title>`, e.g. `nodejs-calculator`; languages: nodejs (also `js-`), python, rust, wasm",
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._]*-[A-Za-z0-9._-]+$", max_length = 128),
+        ("X-Request-ID" = Option<String>, Header, description = "Client-chosen session id; a retry with the same script returns the same session",
+            pattern = "^[A-Za-z0-9._-]{1,64}$"),
     ),
     request_body = InitializeRequest,
     responses(
