@@ -1,0 +1,129 @@
+//! The load generator: N keep-alive HTTP/1.1 connections, each sending its
+//! next request as soon as the previous answer is read, for a fixed duration.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+/// Builds the `n`-th request of a connection.
+pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// What one case measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub rps: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
+}
+
+async fn connection(
+    addr: SocketAddr,
+    make: MakeRequest,
+    warmup_until: Instant,
+    until: Instant,
+    seed: u64,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut hist = histogram()?;
+    let mut errors = 0;
+    let mut n = seed;
+    loop {
+        let started = Instant::now();
+        if started >= until {
+            break;
+        }
+        let response = sender.send_request(make(n)).await?;
+        let ok = response.status().is_success();
+        response.into_body().collect().await?;
+        n += 1_000_000;
+        if started < warmup_until {
+            continue;
+        }
+        if !ok {
+            errors += 1;
+        }
+        hist.record(started.elapsed().as_micros().max(1) as u64)?;
+    }
+    Ok((hist, errors))
+}
+
+/// Runs `concurrency` connections for `warmup + duration`; only `duration` is measured.
+pub async fn run(
+    addr: SocketAddr,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    make: MakeRequest,
+) -> anyhow::Result<Stats> {
+    let start = Instant::now();
+    let warmup_until = start + warmup;
+    let until = warmup_until + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| tokio::spawn(connection(addr, make.clone(), warmup_until, until, i as u64)))
+        .collect();
+    let mut total = histogram()?;
+    let mut errors = 0;
+    for task in tasks {
+        let (hist, errs) = task.await??;
+        total.add(&hist)?;
+        errors += errs;
+    }
+    let seconds = duration.as_secs_f64();
+    Ok(Stats {
+        requests: total.len(),
+        errors,
+        seconds,
+        rps: total.len() as f64 / seconds,
+        p50_us: total.value_at_quantile(0.50),
+        p99_us: total.value_at_quantile(0.99),
+        max_us: total.max(),
+    })
+}
+
+/// Opens `count` idle keep-alive connections (each proven alive by one request)
+/// and returns their senders, so the caller holds them open.
+pub async fn hold(
+    addr: SocketAddr,
+    count: usize,
+    make: MakeRequest,
+) -> anyhow::Result<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>> {
+    let mut held = Vec::with_capacity(count);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(200) {
+        let opened = futures::future::join_all(chunk.iter().map(|&i| {
+            let make = make.clone();
+            async move {
+                let stream = TcpStream::connect(addr).await?;
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                let response = sender.send_request(make(i as u64)).await?;
+                response.into_body().collect().await?;
+                anyhow::Ok(sender)
+            }
+        }))
+        .await;
+        for sender in opened {
+            held.push(sender?);
+        }
+    }
+    Ok(held)
+}

@@ -1,0 +1,317 @@
+//! `lambda-bench`: measures Lambda Microservice on this machine against the
+//! floor (dedicated Node.js, Python and bare hyper servers) in one run, prints
+//! a table and writes `bench/results/<time>-<commit>.json`. Not a test.
+
+mod load;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::body::Bytes;
+use load::{MakeRequest, Stats};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark Lambda Microservice against its floor")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// The `lambda` binary (release build).
+    #[arg(long, default_value = "target/release/lambda")]
+    lambda: PathBuf,
+    /// Measured seconds per case (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Concurrent keep-alive connections per throughput case.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Idle keep-alive connections held open during the last case (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    hold: usize,
+    /// Where the JSON result goes.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Internal: the bare hyper floor server.
+    #[command(hide = true)]
+    FloorHyper,
+}
+
+#[derive(Debug, Serialize)]
+struct Case {
+    name: String,
+    #[serde(flatten)]
+    stats: Stats,
+    /// Throughput ratio to this case's floor (platform / floor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_rps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor: Option<String>,
+}
+
+fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &Value) -> Request<Full<Bytes>> {
+    let mut req =
+        Request::post(path).header("host", addr.to_string()).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(Bytes::from(body.to_string()))).unwrap_or_default()
+}
+
+/// One request on a fresh connection, for setup calls.
+async fn call(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Result<(u16, Value)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+async fn initialize(addr: SocketAddr, title: &str, script: &str) -> anyhow::Result<String> {
+    let req =
+        post(addr, "/api/v1/initialize", &[("language-title", title)], &json!({ "script_content": script }));
+    let (status, body) = call(addr, req).await?;
+    if status != 200 {
+        bail!("initialize {title}: {status} {body}");
+    }
+    body["request_id"].as_str().map(str::to_owned).context("request_id")
+}
+
+fn adder(addr: SocketAddr, path: String, headers: Vec<(&'static str, &'static str)>) -> MakeRequest {
+    Arc::new(move |n| post(addr, &path, &headers, &json!({ "params": { "a": n % 1000, "b": 1 } })))
+}
+
+const SCRIPTS: [(&str, &str); 2] =
+    [("nodejs", "return event.params.a + event.params.b;"), ("python", "result = params['a'] + params['b']")];
+const RUST_ADDER: &str = "use serde_json::{json, Value};\npub fn handle(params: Value) -> Value {\n    json!(params[\"a\"].as_i64().unwrap_or(0) + params[\"b\"].as_i64().unwrap_or(0))\n}\n";
+
+fn workers(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("lambda_workers{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn metrics_text(addr: SocketAddr) -> String {
+    let req = Request::get("/metrics").header("host", addr.to_string()).body(Full::new(Bytes::new()));
+    let Ok(req) = req else { return String::new() };
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+    else {
+        return String::new();
+    };
+    tokio::spawn(conn);
+    let Ok(response) = sender.send_request(req).await else { return String::new() };
+    let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let commit = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output();
+    json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": model,
+        "kernel": kernel.trim(),
+        "commit": commit.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Mode::FloorHyper) = cli.mode {
+        return server::serve_hyper_hello().await;
+    }
+    let warmup = Duration::from_secs(1);
+    let duration = Duration::from_secs(cli.duration);
+    let c = cli.concurrency;
+    let mut cases: Vec<Case> = Vec::new();
+    let floors_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("floors");
+
+    println!("floors …");
+    let node = server::node_floor(&floors_dir.join("node_server.js"))?;
+    let node_floor = load::run(node.addr, c, warmup, duration, adder(node.addr, "/".into(), vec![])).await?;
+    drop(node);
+    let python = server::python_floor(&floors_dir.join("python_server.py"))?;
+    let python_floor =
+        load::run(python.addr, c, warmup, duration, adder(python.addr, "/".into(), vec![])).await?;
+    drop(python);
+    let hyper = server::hyper_floor()?;
+    let hyper_addr = hyper.addr;
+    let get_hello: MakeRequest = Arc::new(move |_| {
+        Request::get("/")
+            .header("host", hyper_addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default()
+    });
+    let hyper_floor = load::run(hyper.addr, c, warmup, duration, get_hello).await?;
+    drop(hyper);
+    for (name, stats) in [
+        ("floor: node http", &node_floor),
+        ("floor: python asyncio", &python_floor),
+        ("floor: bare hyper", &hyper_floor),
+    ] {
+        cases.push(Case { name: name.into(), stats: stats.clone(), ratio_rps: None, floor: None });
+    }
+
+    let data = tempfile::tempdir()?;
+    let lambda = server::lambda(&cli.lambda, data.path())?;
+    let addr = lambda.addr;
+    let rss_idle = lambda.rss_bytes();
+    let mut rss_max = rss_idle;
+    let mut workers_max = 0;
+
+    let (_, health) =
+        call(addr, Request::get("/health").header("host", addr.to_string()).body(Full::new(Bytes::new()))?)
+            .await?;
+    let mut languages: Vec<(&'static str, String)> =
+        SCRIPTS.iter().map(|(l, s)| (*l, (*s).to_owned())).collect();
+    if health["components"]["runtimes"]["rust"] == "ok" {
+        languages.push(("rust", RUST_ADDER.to_owned()));
+    }
+
+    for (language, script) in languages {
+        let script = &script;
+        println!("{language}: warm execute …");
+        let started = Instant::now();
+        let id = initialize(addr, &format!("{language}-bench-adder"), script).await?;
+        let first_init = started.elapsed();
+        let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
+        let stats = load::run(addr, c, warmup, duration, make).await?;
+        rss_max = rss_max.max(lambda.rss_bytes());
+        workers_max = workers_max.max(workers(&metrics_text(addr).await));
+        let floor = match language {
+            "nodejs" => Some(("floor: node http", &node_floor)),
+            "python" => Some(("floor: python asyncio", &python_floor)),
+            _ => None,
+        };
+        cases.push(Case {
+            name: format!("{language}: warm execute (first initialize {} ms)", first_init.as_millis()),
+            ratio_rps: floor.map(|(_, f)| stats.rps / f.rps),
+            floor: floor.map(|(n, _)| n.to_owned()),
+            stats,
+        });
+
+        println!("{language}: initialize …");
+        let title = format!("{language}-bench-init");
+        let init: MakeRequest = Arc::new(move |n| {
+            let script = match language {
+                "nodejs" => format!("return event.params.a + {n};"),
+                "python" => format!("result = params['a'] + {n}"),
+                _ => format!("{RUST_ADDER}// {n}\n"),
+            };
+            post(
+                addr,
+                "/api/v1/initialize",
+                &[("language-title", title.as_str())],
+                &json!({ "script_content": script }),
+            )
+        });
+        let concurrency = if language == "rust" { 1 } else { 2 };
+        let stats = load::run(addr, concurrency, warmup, duration, init).await?;
+        cases.push(Case {
+            name: format!("{language}: initialize (new script each)"),
+            stats,
+            ratio_rps: None,
+            floor: None,
+        });
+    }
+
+    println!("cached execute …");
+    let id = initialize(addr, "nodejs-bench-cached", SCRIPTS[0].1).await?;
+    let path = format!("/api/v1/execute/{id}");
+    let cached: MakeRequest =
+        Arc::new(move |_| post(addr, &path, &[], &json!({ "params": { "a": 1, "b": 2 } })));
+    let stats = load::run(addr, c, warmup, duration, cached).await?;
+    cases.push(Case {
+        name: "nodejs: cached execute".into(),
+        ratio_rps: Some(stats.rps / hyper_floor.rps),
+        floor: Some("floor: bare hyper".into()),
+        stats,
+    });
+    rss_max = rss_max.max(lambda.rss_bytes());
+
+    let mut rss_holding = None;
+    if cli.hold > 0 {
+        println!("holding {} keep-alive connections …", cli.hold);
+        let health: MakeRequest = Arc::new(move |_| {
+            Request::get("/health")
+                .header("host", addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .unwrap_or_default()
+        });
+        let held = load::hold(addr, cli.hold, health).await?;
+        let id = initialize(addr, "nodejs-bench-held", SCRIPTS[0].1).await?;
+        let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
+        let stats = load::run(addr, c, warmup, duration, make).await?;
+        rss_holding = Some(lambda.rss_bytes());
+        cases.push(Case {
+            name: format!("nodejs: warm execute with {} idle connections held", held.len()),
+            ratio_rps: Some(stats.rps / node_floor.rps),
+            floor: Some("floor: node http".into()),
+            stats,
+        });
+        drop(held);
+    }
+    rss_max = rss_max.max(rss_holding.unwrap_or(0));
+
+    print_table(&cases);
+    println!(
+        "controller RSS: idle {:.1} MB, max {:.1} MB{}; workers (max seen): {workers_max}",
+        rss_idle as f64 / 1e6,
+        rss_max as f64 / 1e6,
+        rss_holding.map_or(String::new(), |r| format!(", holding connections {:.1} MB", r as f64 / 1e6)),
+    );
+    let result = json!({
+        "machine": machine(),
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "config": { "duration_s": cli.duration, "concurrency": c, "held_connections": cli.hold },
+        "controller_rss_bytes": { "idle": rss_idle, "max": rss_max, "holding": rss_holding },
+        "workers_max": workers_max,
+        "cases": cases,
+    });
+    std::fs::create_dir_all(&cli.out)?;
+    let commit = result["machine"]["commit"].as_str().unwrap_or("unknown").to_owned();
+    let file = cli.out.join(format!("{}-{commit}.json", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
+    std::fs::write(&file, serde_json::to_string_pretty(&result)?)?;
+    println!("wrote {}", file.display());
+    Ok(())
+}
+
+fn print_table(cases: &[Case]) {
+    println!();
+    println!(
+        "{:<62} {:>10} {:>9} {:>9} {:>7} {:>8}",
+        "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor"
+    );
+    for c in cases {
+        let ratio = c.ratio_rps.map_or(String::new(), |r| format!("{r:.2}"));
+        println!(
+            "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8}",
+            c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio
+        );
+    }
+    println!();
+}
