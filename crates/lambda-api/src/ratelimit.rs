@@ -120,6 +120,38 @@ impl RateLimiter for MemoryRateLimiter {
     }
 }
 
+/// Limits shared by every controller on one Redis. While Redis is down the
+/// limits fall back to this process's own counts rather than to none.
+pub struct RedisRateLimiter {
+    redis: Arc<lambda_cache::RedisCache>,
+    fallback: MemoryRateLimiter,
+}
+
+impl RedisRateLimiter {
+    pub fn new(redis: Arc<lambda_cache::RedisCache>) -> Self {
+        Self { redis, fallback: MemoryRateLimiter::default() }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisRateLimiter {
+    async fn check(&self, key: &str, per_minute: NonZeroU32) -> Result<Decision, String> {
+        match self.redis.rate_check(key, per_minute.get()).await {
+            Ok(c) => Ok(Decision {
+                allowed: c.allowed,
+                limit: per_minute.get(),
+                remaining: c.remaining,
+                reset_seconds: ceil_secs(c.reset_after),
+                retry_after_seconds: if c.allowed { 0 } else { ceil_secs(c.retry_after).max(1) },
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "redis rate limiter unavailable; counting in process");
+                self.fallback.check(key, per_minute).await
+            }
+        }
+    }
+}
+
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

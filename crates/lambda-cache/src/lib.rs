@@ -1,6 +1,13 @@
-//! The result cache: a [`Cache`] trait with an in-process backend (moka) now
-//! and Redis later. Values are opaque bytes (serialised results).
+//! The cache: a [`Cache`] trait with an in-process backend (moka, the
+//! default) and a Redis backend (`REDIS_URL`) that a fleet of controllers
+//! shares. Values are opaque bytes (serialised results, sessions).
 #![forbid(unsafe_code)]
+
+mod redis;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use crate::redis::{RateCheck, RedisCache, RedisConfig};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +29,15 @@ pub trait Cache: Send + Sync {
     fn backend(&self) -> &'static str;
     async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, CacheError>;
     async fn set(&self, key: &str, value: Arc<[u8]>, ttl: Duration) -> Result<(), CacheError>;
+    /// Sets `key` only if it holds nothing; true when this call set it. The
+    /// first caller wins, across every controller that shares the cache.
+    async fn set_if_absent(&self, key: &str, value: Arc<[u8]>, ttl: Duration) -> Result<bool, CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
+    /// Whether other controllers see what this cache holds (Redis), or only
+    /// this process does (memory).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// In-process cache bounded by total bytes, each entry with its own TTL.
@@ -83,6 +98,14 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn set_if_absent(&self, key: &str, value: Arc<[u8]>, ttl: Duration) -> Result<bool, CacheError> {
+        if ttl.is_zero() {
+            return Ok(false);
+        }
+        let entry = self.inner.entry_by_ref(key).or_insert_with(async { (value, ttl) }).await;
+        Ok(entry.is_fresh())
+    }
+
     async fn ping(&self) -> Result<(), CacheError> {
         Ok(())
     }
@@ -103,6 +126,17 @@ mod tests {
         assert_eq!(cache.get("short").await?, None);
         cache.set("zero", Arc::from(&b"x"[..]), Duration::ZERO).await?;
         assert_eq!(cache.get("zero").await?, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn set_if_absent_has_one_winner() -> Result<(), CacheError> {
+        let cache = MemoryCache::new(1 << 20);
+        let ttl = Duration::from_secs(60);
+        assert!(cache.set_if_absent("claim", Arc::from(&b"a"[..]), ttl).await?);
+        assert!(!cache.set_if_absent("claim", Arc::from(&b"b"[..]), ttl).await?);
+        assert_eq!(cache.get("claim").await?.as_deref(), Some(&b"a"[..]));
+        assert!(!cache.shared());
         Ok(())
     }
 }

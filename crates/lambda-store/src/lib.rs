@@ -1,14 +1,17 @@
 //! Persistence of Lambda Microservice: the [`Store`] trait (sessions,
-//! functions, request and error logs), its embedded SQLite backend, and the
-//! log pipeline that keeps log writes off the execute hot path.
+//! functions, request and error logs), its embedded SQLite and its PostgreSQL
+//! backends, and the log pipeline that keeps log writes off the execute hot
+//! path.
 #![forbid(unsafe_code)]
 
 pub mod pipeline;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
 pub use pipeline::{LogPipeline, LogSink, PipelineConfig, PipelineStats};
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -38,11 +41,26 @@ pub enum StoreError {
 
 /// The mapping shared by the sqlx backends: unique violation → `Conflict`,
 /// decode problems and constraint rejections → `Corrupt`, the rest (I/O,
-/// pool timeout, busy database…) → `Unavailable`.
+/// pool timeout, busy database, a PostgreSQL shutting down…) →
+/// `Unavailable`. PostgreSQL errors go by SQLSTATE class: 22 (data
+/// exception) and 23 (integrity constraint) are permanent for that data,
+/// every other class may pass (connection, resources, operator
+/// intervention, serialization failure), so the log pipeline retries it.
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::error::ErrorKind;
         match &e {
+            sqlx::Error::Database(db)
+                if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() =>
+            {
+                match db.code().as_deref() {
+                    Some("23505") => Self::Conflict(db.message().to_owned()),
+                    Some(code) if code.starts_with("22") || code.starts_with("23") => {
+                        Self::Corrupt(format!("{} (SQLSTATE {code})", db.message()))
+                    }
+                    _ => Self::Unavailable(e.to_string()),
+                }
+            }
             sqlx::Error::Database(db) => match db.kind() {
                 ErrorKind::UniqueViolation => Self::Conflict(db.message().to_owned()),
                 ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
@@ -148,7 +166,7 @@ pub struct Artifact {
 }
 
 /// Storage of sessions, functions and logs. Backends: SQLite (embedded
-/// default), PostgreSQL (later). Held as `Arc<dyn Store>`.
+/// default) and PostgreSQL (`DATABASE_URL`). Held as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// `"sqlite"` or `"postgres"`.

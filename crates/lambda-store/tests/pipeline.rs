@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,16 +16,23 @@ use lambda_store::{
 };
 
 /// The real store, with `write_logs` failing while `down` or for the next
-/// `fail_next` calls.
+/// `fail_next` calls, and rejecting as invalid any batch that holds the
+/// request log number `poison`.
 struct FlakyStore {
     inner: SqliteStore,
     down: AtomicBool,
     fail_next: AtomicU32,
+    poison: AtomicI64,
 }
 
 impl FlakyStore {
     fn new(inner: SqliteStore) -> Arc<Self> {
-        Arc::new(Self { inner, down: AtomicBool::new(false), fail_next: AtomicU32::new(0) })
+        Arc::new(Self {
+            inner,
+            down: AtomicBool::new(false),
+            fail_next: AtomicU32::new(0),
+            poison: AtomicI64::new(-1),
+        })
     }
 }
 
@@ -69,6 +76,12 @@ impl Store for FlakyStore {
             || self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if injected {
             return Err(StoreError::Unavailable("injected outage".into()));
+        }
+        let poison = self.poison.load(Ordering::SeqCst);
+        let poisoned =
+            batch.iter().any(|e| matches!(e, LogEntry::Request(r) if r.response_payload["n"] == poison));
+        if poisoned {
+            return Err(StoreError::Corrupt("injected invalid entry".into()));
         }
         self.inner.write_logs(batch).await
     }
@@ -265,4 +278,27 @@ async fn an_endless_outage_ends_at_the_shutdown_deadline() {
     assert_eq!((stats.queued, stats.written_total), (10, 0));
     pipeline.shutdown(Duration::from_secs(30)).await;
     assert_eq!(spill_lines(&spill_path), 10);
+}
+
+#[tokio::test]
+async fn an_invalid_entry_is_dropped_alone_not_with_its_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = flaky_store(dir.path()).await;
+    store.poison.store(17, Ordering::SeqCst);
+    let mut config = config(dir.path());
+    config.flush_interval = Duration::from_millis(50);
+    let pipeline = LogPipeline::start(store.clone(), config);
+    let sink = pipeline.sink();
+    for n in 0..40 {
+        sink.submit(entry(n));
+    }
+    eventually("39 request logs", || async {
+        pipeline.stats().written_total + pipeline.stats().dropped_total >= 40
+    })
+    .await;
+    let expected: Vec<i64> = (0..40).filter(|n| *n != 17).collect();
+    assert_eq!(written(&*store).await, expected);
+    let stats = pipeline.stats();
+    assert_eq!((stats.written_total, stats.dropped_total), (39, 1), "{stats:?}");
+    pipeline.shutdown(Duration::from_secs(5)).await;
 }

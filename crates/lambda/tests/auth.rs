@@ -231,6 +231,13 @@ fn secrets_never_reach_the_log() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
+    // Drain stderr from the start: a full pipe would stall the server's logging.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log_reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+        log
+    });
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let base = loop {
@@ -255,10 +262,37 @@ fn secrets_never_reach_the_log() {
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .expect("term");
-    let out = child.wait_with_output().expect("wait");
-    let log = String::from_utf8_lossy(&out.stderr);
+    std::thread::spawn(move || for _ in lines {});
+    child.wait().expect("wait");
+    let log = log_reader.join().expect("log reader");
     assert!(!log.is_empty());
     assert!(!log.contains(SECRET), "the JWT secret leaked into the log");
     assert!(!log.contains(&tok), "a bearer token leaked into the log");
     assert!(!log.contains("return 'hush'"), "script content leaked into the log");
+}
+
+#[tokio::test]
+async fn rate_limits_hold_across_controllers_sharing_redis() {
+    let prefix = lambda_cache::testing::unique_prefix();
+    let redis = lambda_cache::testing::redis_url();
+    let env = [
+        ("LAMBDA_JWT_SECRET", SECRET),
+        ("RATE_LIMIT_EXECUTE", "4"),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let (a, b) = (Server::start(&env), Server::start(&env));
+    let alice = bearer(&token("alice", "execute:all"));
+    let r = init_as(&a, &alice, "nodejs-shared", json!({"script_content": "return 1"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let path = format!("/api/v1/execute/{}", r.body["request_id"].as_str().expect("id"));
+    for server in [&a, &b, &a, &b] {
+        let ok = server
+            .post(&path, &[("Authorization", &alice), ("X-Cache-Control", "no-store")], &json!({}))
+            .await;
+        assert_eq!(ok.status, 200, "{}", ok.body);
+    }
+    let limited = b.post(&path, &[("Authorization", &alice)], &json!({})).await;
+    assert_error(&limited, 429, "RATE_LIMITED");
+    assert_error(&a.post(&path, &[("Authorization", &alice)], &json!({})).await, 429, "RATE_LIMITED");
 }

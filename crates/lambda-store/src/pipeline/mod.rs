@@ -49,7 +49,9 @@ impl Default for PipelineConfig {
             flush_interval: Duration::from_millis(50),
             spill_path: PathBuf::from("data/log-spill.jsonl"),
             retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(30),
+            // Short enough that logs flow again within seconds of storage
+            // coming back; one attempt per 5 s against a down server is cheap.
+            retry_max: Duration::from_secs(5),
         }
     }
 }

@@ -28,6 +28,30 @@ enum Batch {
     Spill(SpillBatch),
 }
 
+impl Batch {
+    fn entries(&self) -> &[LogEntry] {
+        match self {
+            Batch::Memory(entries) => entries,
+            Batch::Spill(batch) => &batch.entries,
+        }
+    }
+
+    /// What is left to write after the first `done` entries. A spill batch
+    /// stays whole: its cursor moves only past a whole batch, so after a
+    /// shutdown in the middle of writing a rejected batch entry by entry,
+    /// the next start may write its first `done` entries a second time
+    /// (duplicated, never lost).
+    fn without_first(self, done: usize) -> Batch {
+        match self {
+            Batch::Memory(mut entries) => {
+                entries.drain(..done.min(entries.len()));
+                Batch::Memory(entries)
+            }
+            spill @ Batch::Spill(_) => spill,
+        }
+    }
+}
+
 enum Next {
     Batch(Batch),
     Idle,
@@ -51,8 +75,9 @@ impl Writer {
             }
             match self.next_batch() {
                 Next::Batch(batch) => {
-                    if !self.deliver(&batch).await {
-                        return self.save(Some(batch));
+                    let done = self.deliver(batch.entries()).await;
+                    if done < batch.entries().len() {
+                        return self.save(Some(batch.without_first(done)));
                     }
                     self.commit(batch);
                 }
@@ -119,37 +144,61 @@ impl Writer {
         }
     }
 
-    /// Writes the batch, retrying while storage is unavailable. False when
-    /// the shutdown deadline came first.
-    async fn deliver(&mut self, batch: &Batch) -> bool {
-        let entries = match batch {
-            Batch::Memory(entries) => entries.as_slice(),
-            Batch::Spill(batch) => batch.entries.as_slice(),
-        };
+    /// Writes the entries, retrying while storage is unavailable. A batch
+    /// the store rejects as invalid (`Corrupt`, `Conflict`: retrying cannot
+    /// help) is written again entry by entry, so that only the entries the
+    /// store rejects on their own are dropped, not their neighbours.
+    /// Returns how many entries from the front are done (written or
+    /// dropped): all of them, or fewer when the shutdown deadline came first.
+    async fn deliver(&mut self, entries: &[LogEntry]) -> usize {
         if entries.is_empty() {
-            return true;
+            return 0;
         }
+        match self.write_retrying(entries).await {
+            None => 0,
+            Some(Ok(())) => entries.len(),
+            Some(Err(e)) if entries.len() == 1 => {
+                self.reject(&e, 1);
+                1
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, entries = entries.len(), "log batch rejected by the store; writing its entries one by one");
+                for (i, entry) in entries.iter().enumerate() {
+                    match self.write_retrying(std::slice::from_ref(entry)).await {
+                        None => return i,
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => self.reject(&e, 1),
+                    }
+                }
+                entries.len()
+            }
+        }
+    }
+
+    fn reject(&self, error: &StoreError, n: usize) {
+        tracing::error!(%error, entries = n, "log entry rejected by the store as invalid; dropping it");
+        Shared::count(&self.shared.dropped_total, n);
+    }
+
+    /// One batch, retried with backoff while storage is unavailable. `None`
+    /// when the shutdown deadline came first; `Some(Err)` only for errors
+    /// that retrying cannot fix.
+    async fn write_retrying(&mut self, entries: &[LogEntry]) -> Option<Result<(), StoreError>> {
         let mut delay = self.config.retry_initial;
         loop {
-            match self.attempt(entries).await {
-                None => return false,
-                Some(Ok(())) => {
+            match self.attempt(entries).await? {
+                Ok(()) => {
                     Shared::count(&self.shared.written_total, entries.len());
-                    return true;
+                    return Some(Ok(()));
                 }
-                Some(Err(StoreError::Unavailable(e))) => {
+                Err(StoreError::Unavailable(e)) => {
                     tracing::warn!(error = %e, entries = entries.len(), retry_in = ?delay, "log batch not written; retrying");
                 }
-                // Retrying data the store rejects would block every later entry.
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, entries = entries.len(), "log batch rejected by the store; dropping it");
-                    Shared::count(&self.shared.dropped_total, entries.len());
-                    return true;
-                }
+                Err(e) => return Some(Err(e)),
             }
             Shared::count(&self.shared.retries_total, 1);
             if !self.pause(delay).await {
-                return false;
+                return None;
             }
             delay = (delay * 2).min(self.config.retry_max.max(self.config.retry_initial));
         }

@@ -6,6 +6,7 @@
 mod artifacts;
 mod functions;
 mod logs;
+pub mod pg;
 mod sessions;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
