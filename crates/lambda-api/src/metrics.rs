@@ -1,6 +1,7 @@
 //! Prometheus metrics of the controller, in the text exposition format.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -76,6 +77,14 @@ pub struct Metrics {
     pub sessions_active: Gauge,
     pub workers: Family<WorkerLabels, Gauge>,
     pub log_queue: Gauge,
+    /// Compiled languages (rust, wasm): compiles run and their seconds,
+    /// prepares that found an existing artifact, module instantiations and
+    /// their seconds. Totals kept by the runtime, copied in at scrape time.
+    pub compiles: Family<RuntimeLabels, Counter>,
+    pub compile_seconds: Family<RuntimeLabels, Counter<f64, AtomicU64>>,
+    pub compile_cache_hits: Family<RuntimeLabels, Counter>,
+    pub instantiations: Family<RuntimeLabels, Counter>,
+    pub instantiate_seconds: Family<RuntimeLabels, Counter<f64, AtomicU64>>,
     /// Encoding needs exclusive access to nothing, but scrapes are serialised
     /// so the gauges sampled just before stay consistent with the output.
     scrape: Mutex<()>,
@@ -124,6 +133,28 @@ impl Metrics {
             "Log entries waiting to be written to storage",
             log_queue.clone(),
         );
+        let compiles = Family::default();
+        registry.register(
+            "compiles",
+            "Compiles run by runtime (rust: rustc, wasm: native code)",
+            compiles.clone(),
+        );
+        let compile_seconds = Family::<RuntimeLabels, Counter<f64, AtomicU64>>::default();
+        registry.register("compile_seconds", "Seconds spent compiling by runtime", compile_seconds.clone());
+        let compile_cache_hits = Family::default();
+        registry.register(
+            "compile_cache_hits",
+            "Prepares that found a compiled artifact instead of compiling",
+            compile_cache_hits.clone(),
+        );
+        let instantiations = Family::default();
+        registry.register("instantiations", "wasm module instantiations by runtime", instantiations.clone());
+        let instantiate_seconds = Family::<RuntimeLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "instantiate_seconds",
+            "Seconds spent instantiating wasm modules",
+            instantiate_seconds.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -137,6 +168,11 @@ impl Metrics {
             sessions_active,
             workers,
             log_queue,
+            compiles,
+            compile_seconds,
+            compile_cache_hits,
+            instantiations,
+            instantiate_seconds,
             scrape: Mutex::new(()),
         }
     }

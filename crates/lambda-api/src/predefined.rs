@@ -17,6 +17,11 @@ const SHIPPED: &[(&str, &str, &str)] = &[
         include_str!("../functions/python-textprocessor.py"),
         include_str!("../functions/python-textprocessor.json"),
     ),
+    (
+        "rust-validator",
+        include_str!("../functions/rust-validator.rs"),
+        include_str!("../functions/rust-validator.json"),
+    ),
 ];
 
 #[derive(Deserialize)]

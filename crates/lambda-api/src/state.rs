@@ -76,13 +76,15 @@ impl AppState {
         runtime: Arc<dyn Runtime>,
         logs: LogSink,
     ) -> Self {
+        // A shared cache (Redis) also carries sessions between controllers.
+        let sessions = SessionRegistry::new(100_000).with_cache(cache.clone());
         let inner = Inner {
             config,
             store,
             cache,
             runtime,
             logs,
-            sessions: SessionRegistry::new(100_000),
+            sessions,
             schemas: SchemaCache::new(),
             metrics: Metrics::new(),
             rate_limiter: Arc::new(MemoryRateLimiter::default()),

@@ -178,8 +178,12 @@ async fn initialize_then_execute() {
 #[tokio::test]
 async fn health_names_the_embedded_components() {
     let app = TestApp::new().await;
-    let (status, body) = app.call("GET", "/health", &[], "").await;
+    let (status, mut body) = app.call("GET", "/health", &[], "").await;
     assert_eq!(status, StatusCode::OK);
+    // The sandbox report depends on the machine; its shape is checked by the sandbox's own tests.
+    if let Some(components) = body["components"].as_object_mut() {
+        components.remove("sandbox");
+    }
     insta::assert_json_snapshot!(body, @r#"
     {
       "components": {

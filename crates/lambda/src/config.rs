@@ -18,12 +18,44 @@ pub struct StorageArgs {
     /// Directory for the embedded SQLite database, the log spill file and runtime files.
     #[arg(long = "data-dir", env = "LAMBDA_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// PostgreSQL URL. Not supported by this build yet: leave unset to use the embedded SQLite store.
+    /// PostgreSQL URL (postgres://user:password@host:5432/db): the fleet's shared store. Unset: the embedded SQLite store in the data dir.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// File holding DATABASE_URL (Docker/Kubernetes secrets).
     #[arg(long = "database-url-file", env = "DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// PostgreSQL connections of this controller at most.
+    #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+    /// Milliseconds an operation waits for a PostgreSQL connection before it fails as unavailable (initialize answers 503).
+    #[arg(long = "database-acquire-timeout-ms", env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub database_acquire_timeout_ms: u64,
+}
+
+impl StorageArgs {
+    /// The PostgreSQL settings, when DATABASE_URL (or DATABASE_URL_FILE) is set.
+    pub fn postgres(&self) -> Result<Option<lambda_store::PostgresConfig>, String> {
+        let Some(url) =
+            secret(self.database_url.as_deref(), self.database_url_file.as_deref(), "DATABASE_URL")?
+        else {
+            return Ok(None);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("DATABASE_URL must be a postgres:// or postgresql:// URL".into());
+        }
+        Ok(Some(lambda_store::PostgresConfig {
+            max_connections: u32::try_from(positive(
+                u64::from(self.database_max_connections),
+                "DATABASE_MAX_CONNECTIONS",
+            )?)
+            .unwrap_or(u32::MAX),
+            acquire_timeout: Duration::from_millis(positive(
+                self.database_acquire_timeout_ms,
+                "DATABASE_ACQUIRE_TIMEOUT_MS",
+            )?),
+            ..lambda_store::PostgresConfig::new(url)
+        }))
+    }
 }
 
 /// A secret given as `X` or as `X_FILE` (a path whose content is the value,
@@ -59,12 +91,18 @@ pub struct ServeArgs {
     pub metrics_port: Option<u16>,
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// Redis URL for the result cache. Not supported by this build yet: leave unset for the in-process cache.
+    /// Redis URL (redis://[:password@]host:6379[/db]) for the result cache and hot session lookups, shared by the fleet. Unset: an in-process cache.
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// File holding REDIS_URL.
     #[arg(long = "redis-url-file", env = "REDIS_URL_FILE")]
     pub redis_url_file: Option<PathBuf>,
+    /// Prefix of every Redis key of this deployment.
+    #[arg(long = "redis-key-prefix", env = "REDIS_KEY_PREFIX", default_value = "lambda:")]
+    pub redis_key_prefix: String,
+    /// Milliseconds a Redis operation may take before the request goes on without the cache.
+    #[arg(long = "redis-timeout-ms", env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
+    pub redis_timeout_ms: u64,
     /// Seconds a session lives after initialize.
     #[arg(long = "session-expiry-seconds", env = "SESSION_EXPIRY_SECONDS", default_value_t = 3600)]
     pub session_expiry_seconds: u64,
@@ -121,6 +159,63 @@ pub struct ServeArgs {
     pub log_format: String,
     #[command(flatten)]
     pub security: SecurityArgs,
+    #[command(flatten)]
+    pub wasm: crate::wasm::WasmArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// Isolation of the worker processes (README, "Security model").
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// `auto`: use every mechanism this machine offers and report the rest; `required`: refuse to start without all of them; `off`: no sandbox (development only).
+    #[arg(long = "sandbox", env = "LAMBDA_SANDBOX", default_value = "auto", value_parser = ["off", "auto", "required"])]
+    pub mode: String,
+    /// Comma list of mechanisms that must be present even in `auto` mode (user, pid, mount, network, ipc, uts, pivot_root, no_new_privs, seccomp, landlock, memory, pids, cpu; or `namespaces`, `cgroups`).
+    #[arg(long = "sandbox-require", env = "LAMBDA_SANDBOX_REQUIRE", default_value = "")]
+    pub require: String,
+    /// Memory limit of each worker (its cgroup, all its processes, its /tmp included), MiB.
+    #[arg(long = "worker-memory-mb", env = "LAMBDA_WORKER_MEMORY_MB", default_value_t = 256)]
+    pub memory_mb: u64,
+    /// Processes and threads of each worker (cgroup pids.max; RLIMIT_NPROC inside its user namespace).
+    #[arg(long = "worker-pids", env = "LAMBDA_WORKER_PIDS", default_value_t = 64)]
+    pub pids: u64,
+    /// CPU quota of each worker in percent of one core (cgroup cpu quota); 0 = no quota.
+    #[arg(long = "worker-cpu-percent", env = "LAMBDA_WORKER_CPU_PERCENT", default_value_t = 100)]
+    pub cpu_percent: u32,
+    /// Size of each worker's private /tmp, MiB.
+    #[arg(long = "worker-tmp-mb", env = "LAMBDA_WORKER_TMP_MB", default_value_t = 16)]
+    pub tmp_mb: u64,
+    /// Open files of each worker process (RLIMIT_NOFILE; Node needs at least 20).
+    #[arg(long = "worker-nofile", env = "LAMBDA_WORKER_NOFILE", default_value_t = 256)]
+    pub nofile: u64,
+    /// Largest file a worker may write, MiB (RLIMIT_FSIZE).
+    #[arg(long = "worker-fsize-mb", env = "LAMBDA_WORKER_FSIZE_MB", default_value_t = 16)]
+    pub fsize_mb: u64,
+    /// CPU seconds over a worker process's whole life (RLIMIT_CPU backstop; the wall-clock timeout ends executions).
+    #[arg(long = "worker-cpu-seconds", env = "LAMBDA_WORKER_CPU_SECONDS", default_value_t = 3600)]
+    pub cpu_seconds: u64,
+}
+
+impl SandboxArgs {
+    pub fn sandbox_config(&self) -> Result<lambda_sandbox::SandboxConfig, String> {
+        let mode = lambda_sandbox::Mode::parse(&self.mode).map_err(|e| format!("LAMBDA_SANDBOX: {e}"))?;
+        let require = lambda_sandbox::Mechanism::parse_list(&self.require)
+            .map_err(|e| format!("LAMBDA_SANDBOX_REQUIRE: {e}"))?;
+        if self.nofile < 20 {
+            return Err("LAMBDA_WORKER_NOFILE must be at least 20 (Node.js needs them)".into());
+        }
+        let limits = lambda_sandbox::SandboxLimits {
+            memory_bytes: positive(self.memory_mb, "LAMBDA_WORKER_MEMORY_MB")? << 20,
+            pids_max: positive(self.pids, "LAMBDA_WORKER_PIDS")?,
+            cpu_percent: (self.cpu_percent > 0).then_some(self.cpu_percent),
+            nofile: self.nofile,
+            fsize_bytes: positive(self.fsize_mb, "LAMBDA_WORKER_FSIZE_MB")? << 20,
+            cpu_seconds: positive(self.cpu_seconds, "LAMBDA_WORKER_CPU_SECONDS")?,
+            tmp_bytes: positive(self.tmp_mb, "LAMBDA_WORKER_TMP_MB")? << 20,
+        };
+        Ok(lambda_sandbox::SandboxConfig { mode, require, limits })
+    }
 }
 
 /// Validated configuration.
@@ -131,6 +226,29 @@ pub struct Config {
     pub languages: LanguageMap,
     pub auth: lambda_api::auth::AuthConfig,
     pub cors_origins: Vec<String>,
+    pub sandbox: lambda_sandbox::SandboxConfig,
+    /// The shared cache, when REDIS_URL is set (else in-process).
+    pub redis: Option<lambda_cache::RedisConfig>,
+}
+
+impl ServeArgs {
+    /// The Redis settings, when REDIS_URL (or REDIS_URL_FILE) is set.
+    pub fn redis(&self) -> Result<Option<lambda_cache::RedisConfig>, String> {
+        let Some(url) = secret(self.redis_url.as_deref(), self.redis_url_file.as_deref(), "REDIS_URL")?
+        else {
+            return Ok(None);
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            return Err("REDIS_URL must be a redis://, rediss:// or unix:// URL".into());
+        }
+        let op_timeout = Duration::from_millis(positive(self.redis_timeout_ms, "REDIS_TIMEOUT_MS")?);
+        Ok(Some(lambda_cache::RedisConfig {
+            key_prefix: self.redis_key_prefix.clone(),
+            op_timeout,
+            break_for: (op_timeout * 2).max(Duration::from_millis(500)),
+            ..lambda_cache::RedisConfig::new(url)
+        }))
+    }
 }
 
 fn positive(value: u64, var: &str) -> Result<u64, String> {
@@ -139,20 +257,9 @@ fn positive(value: u64, var: &str) -> Result<u64, String> {
 
 impl Config {
     pub fn from_args(args: ServeArgs) -> Result<Self, String> {
-        let storage = &args.storage;
-        if secret(storage.database_url.as_deref(), storage.database_url_file.as_deref(), "DATABASE_URL")?
-            .is_some()
-        {
-            return Err(
-                "DATABASE_URL is set, but this build supports only the embedded SQLite store; unset it"
-                    .into(),
-            );
-        }
-        if secret(args.redis_url.as_deref(), args.redis_url_file.as_deref(), "REDIS_URL")?.is_some() {
-            return Err(
-                "REDIS_URL is set, but this build supports only the in-process cache; unset it".into()
-            );
-        }
+        // Validated here (exit 64 naming the variable); opened in serve.rs.
+        args.storage.postgres()?;
+        let redis = args.redis()?;
         if args.metrics_port.is_some_and(|p| p == args.port && p != 0) {
             return Err(
                 "METRICS_PORT must differ from PORT (leave it unset to serve /metrics on PORT)".into()
@@ -196,7 +303,8 @@ impl Config {
         let auth = args.security.auth_config()?;
         let cors_origins = args.security.cors_origins()?;
         positive(args.security.max_header_size as u64, "MAX_HEADER_SIZE")?;
-        Ok(Self { args, limits, languages, auth, cors_origins })
+        let sandbox = args.sandbox.sandbox_config()?;
+        Ok(Self { args, limits, languages, auth, cors_origins, sandbox, redis })
     }
 
     pub fn cache_ttl(&self) -> Duration {

@@ -5,6 +5,7 @@ mod config;
 mod security;
 mod serve;
 mod token;
+mod wasm;
 
 use std::process::ExitCode;
 

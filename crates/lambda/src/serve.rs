@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use lambda_api::ratelimit::RedisRateLimiter;
 use lambda_api::{ApiConfig, AppState};
-use lambda_cache::MemoryCache;
+use lambda_cache::{Cache, MemoryCache, RedisCache};
 use lambda_core::Language;
 use lambda_runtime::{LocalRuntime, LocalRuntimeConfig, Runtime, RuntimeRouter, resolve_interpreter};
-use lambda_store::{LogPipeline, PipelineConfig, SqliteStore, Store};
+use lambda_store::{LogPipeline, PipelineConfig, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -36,6 +37,20 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 /// Expired and closed sessions stay readable this long before they are purged.
 const PURGE_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
+/// Each keep-alive client holds a descriptor: lift the soft limit to the hard one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, "could not raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open files limit"),
+    }
+}
+
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -43,38 +58,62 @@ fn init_tracing(format: &str) {
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
-async fn open_store(storage: &StorageArgs) -> Result<Arc<SqliteStore>, Failure> {
-    if storage.database_url.is_some() {
-        return Err(Failure::Config(
-            "DATABASE_URL is set, but this build supports only the embedded SQLite store".into(),
-        ));
-    }
+/// PostgreSQL when DATABASE_URL is set, else SQLite in the data dir; both
+/// migrated on open (PostgreSQL under an advisory lock, so a fleet starting
+/// together migrates once). The data dir is created either way: it holds the
+/// log spill file and the runtimes' files.
+async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, Failure> {
     std::fs::create_dir_all(&storage.data_dir).map_err(|e| {
         Failure::Config(format!("LAMBDA_DATA_DIR: cannot create {}: {e}", storage.data_dir.display()))
     })?;
+    if let Some(postgres) = storage.postgres().map_err(Failure::Config)? {
+        let store =
+            PostgresStore::connect(&postgres).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
+        tracing::info!(max_connections = postgres.max_connections, "storage: postgres");
+        return Ok(Arc::new(store));
+    }
     let path = storage.data_dir.join("lambda.db");
     let store = SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
+    tracing::info!(path = %path.display(), "storage: sqlite");
     Ok(Arc::new(store))
+}
+
+/// The result and session cache: Redis when REDIS_URL is set (shared by the
+/// fleet; a controller starts even while Redis is down), else in-process.
+fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, Failure> {
+    match &config.redis {
+        Some(redis) => {
+            let cache = RedisCache::new(redis).map_err(|e| Failure::Config(e.to_string()))?;
+            tracing::info!(key_prefix = %redis.key_prefix, "cache: redis");
+            Ok(Arc::new(cache))
+        }
+        None => Ok(Arc::new(MemoryCache::new(config.args.cache_max_bytes))),
+    }
 }
 
 pub async fn migrate(storage: StorageArgs) -> Result<(), Failure> {
     init_tracing("text");
-    open_store(&storage).await?;
-    tracing::info!(data_dir = %storage.data_dir.display(), "storage schema is up to date");
+    let store = open_store(&storage).await?;
+    tracing::info!(storage = store.backend(), "storage schema is up to date");
     Ok(())
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let config = Config::from_args(args).map_err(Failure::Config)?;
     init_tracing(&config.args.log_format);
+    raise_open_files_limit();
     let data_dir = config.args.storage.data_dir.clone();
     let store = open_store(&config.args.storage).await?;
     seed_functions(store.as_ref()).await?;
 
-    let local = LocalRuntime::start(runtime_config(&config, &data_dir).await)
-        .await
-        .context("starting the runtimes")?;
-    let runtime: Arc<dyn Runtime> = Arc::new(RuntimeRouter::new(vec![local]));
+    let sandbox = start_sandbox(&config)?;
+    let mut local_config = runtime_config(&config, &data_dir).await;
+    local_config.sandbox = sandbox;
+    let local = LocalRuntime::start(local_config).await.context("starting the runtimes")?;
+    let wasm_config = config.args.wasm.config(&data_dir, &config.limits).map_err(Failure::Config)?;
+    let wasm = crate::wasm::start(&config.args.wasm, wasm_config, store.clone())
+        .context("starting the wasm engine")?;
+    let runtime: Arc<dyn Runtime> = Arc::new(RuntimeRouter::new(vec![local, wasm]));
     let pipeline = LogPipeline::start(store.clone(), PipelineConfig::in_data_dir(&data_dir));
     let api_config = ApiConfig {
         limits: config.limits.clone(),
@@ -88,8 +127,13 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         max_header_bytes: config.args.security.max_header_size,
     };
     tracing::info!(auth = ?config.auth.mode, "authentication");
-    let cache = Arc::new(MemoryCache::new(config.args.cache_max_bytes));
-    let state = AppState::new(api_config, store.clone(), cache, runtime.clone(), pipeline.sink());
+    let cache = open_cache(&config)?;
+    let mut state = AppState::new(api_config, store.clone(), cache, runtime.clone(), pipeline.sink());
+    if let Some(redis) = &config.redis {
+        // Rate limits hold across the fleet when Redis is there.
+        let limiter = RedisCache::new(redis).map_err(|e| Failure::Config(e.to_string()))?;
+        state = state.with_rate_limiter(Arc::new(RedisRateLimiter::new(Arc::new(limiter))));
+    }
 
     let addr = (config.args.host, config.args.port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
@@ -144,6 +188,24 @@ async fn interpreter(language: Language, command: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Probes the worker sandbox and logs what is in force. A mechanism that is
+/// required but missing stops the start (exit 64) with the list of what is missing.
+fn start_sandbox(config: &Config) -> Result<Option<Arc<lambda_sandbox::Sandbox>>, Failure> {
+    if config.sandbox.mode == lambda_sandbox::Mode::Off {
+        tracing::warn!("LAMBDA_SANDBOX=off: workers run unsandboxed, as the controller's user");
+        return Ok(None);
+    }
+    let sandbox = lambda_sandbox::Sandbox::new(config.sandbox.clone())
+        .map_err(|e| Failure::Config(format!("LAMBDA_SANDBOX={}: {e}", config.sandbox.mode.as_str())))?;
+    let missing: Vec<&str> = sandbox.missing().iter().map(|m| m.name()).collect();
+    if missing.is_empty() {
+        tracing::info!(report = %sandbox.report(), "worker sandbox: every mechanism in force");
+    } else {
+        tracing::warn!(missing = %missing.join(", "), report = %sandbox.report(), "worker sandbox degraded");
+    }
+    Ok(Some(Arc::new(sandbox)))
+}
+
 async fn runtime_config(config: &Config, data_dir: &Path) -> LocalRuntimeConfig {
     let args = &config.args;
     LocalRuntimeConfig {
@@ -169,8 +231,12 @@ async fn seed_functions(store: &dyn Store) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Marks expired sessions and purges old ones. Safe on every controller at once.
-async fn housekeeping(store: Arc<SqliteStore>, stop: impl std::future::Future<Output = ()>) {
+/// Marks expired sessions and purges old ones. Safe on every controller at
+/// once: each sweep is one idempotent statement (`UPDATE … WHERE status =
+/// 'active' AND expires_at <= now`, `DELETE … WHERE status IN (…) AND
+/// expires_at < cutoff`), so two controllers sweeping together only split
+/// the rows between them (tested in the PostgreSQL store tests).
+async fn housekeeping(store: Arc<dyn Store>, stop: impl std::future::Future<Output = ()>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     let work = async {
         loop {

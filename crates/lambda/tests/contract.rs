@@ -82,7 +82,7 @@ async fn functions_are_listed_filtered_and_paged() {
     let s = Server::start(&[]);
     let r = s.get("/api/v1/functions").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body["total"], 2, "{}", r.body);
+    assert_eq!(r.body["total"], 3, "{}", r.body);
     assert_eq!((r.body["page"].clone(), r.body["per_page"].clone()), (json!(1), json!(20)));
     let r = s
         .initialize("python-mine", json!({"context": {"user_id": "alice"}, "script_content": "result = 1"}))
@@ -101,7 +101,7 @@ async fn functions_are_listed_filtered_and_paged() {
     let page = s.get("/api/v1/functions?per_page=1&page=2").await;
     assert_eq!(
         (page.body["total"].clone(), page.body["functions"].as_array().map(Vec::len)),
-        (json!(3), Some(1))
+        (json!(4), Some(1))
     );
     assert_error(&s.get("/api/v1/functions?per_page=500").await, 400, "INVALID_REQUEST");
     assert_error(&s.get("/api/v1/functions?type=other").await, 400, "INVALID_REQUEST");

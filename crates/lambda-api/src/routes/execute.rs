@@ -146,7 +146,7 @@ pub async fn execute(
             }
         }
     }
-    if !live.claim(Utc::now()) {
+    if !state.sessions().claim(&live, Utc::now()).await {
         return Err(not_found());
     }
     let key = (policy.read || policy.write).then(|| cache_key(&live, &params));

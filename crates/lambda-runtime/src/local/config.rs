@@ -1,6 +1,7 @@
 //! Configuration of the local worker pools, and resolution of interpreter paths.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_core::{Language, Limits};
@@ -29,6 +30,10 @@ pub struct LocalRuntimeConfig {
     pub node_max_old_space_mb: u64,
     /// Output, result and timeout limits.
     pub limits: Limits,
+    /// The isolation of every worker (namespaces, filesystem view, seccomp,
+    /// cgroup limits…); `None` runs workers as plain child processes
+    /// (`LAMBDA_SANDBOX=off`, development only).
+    pub sandbox: Option<Arc<lambda_sandbox::Sandbox>>,
 }
 
 impl Default for LocalRuntimeConfig {
@@ -44,6 +49,7 @@ impl Default for LocalRuntimeConfig {
             prepare_timeout: Duration::from_secs(10),
             node_max_old_space_mb: 256,
             limits: Limits::default(),
+            sandbox: None,
         }
     }
 }

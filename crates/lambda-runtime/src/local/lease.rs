@@ -37,6 +37,11 @@ impl Lease {
         self.worker.as_mut().ok_or_else(|| LambdaError::internal("worker missing from lease"))
     }
 
+    /// The worker, if one was taken or spawned.
+    pub(crate) fn worker_mut(&mut self) -> Option<&mut Worker> {
+        self.worker.as_mut()
+    }
+
     pub(crate) fn release(mut self) {
         self.released = true;
         self.pool.give_back(&self.key, self.lang, self.worker.take(), true);

@@ -57,14 +57,22 @@ impl LocalRuntime {
         let home = config.work_dir.join("home");
         let err = |source| StartError { path: config.work_dir.display().to_string(), source };
         tokio::fs::create_dir_all(&home).await.map_err(err)?;
-        let node_host = config.work_dir.join("host.js");
-        let python_host = config.work_dir.join("host.py");
+        // The host programs sit in a directory of their own: a sandbox binds it read-only.
+        let hosts = config.work_dir.join("hosts");
+        tokio::fs::create_dir_all(&hosts).await.map_err(err)?;
+        let node_host = hosts.join("host.js");
+        let python_host = hosts.join("host.py");
         tokio::fs::write(&node_host, NODE_HOST).await.map_err(err)?;
         tokio::fs::write(&python_host, PYTHON_HOST).await.map_err(err)?;
-        let commands = [
+        let mut commands = [
             worker_command(Language::Nodejs, &config.node_path, &node_host, &config),
             worker_command(Language::Python, &config.python_path, &python_host, &config),
         ];
+        if let Some(sandbox) = &config.sandbox {
+            for cmd in &mut commands {
+                *cmd = cmd.clone().sandboxed(sandbox.clone()).map_err(err)?;
+            }
+        }
         let idle_timeout = config.idle_timeout;
         let pool = Arc::new(Pool::new(config, commands));
         for (lang, language) in LANGUAGES.iter().enumerate() {
@@ -136,12 +144,23 @@ async fn run(lease: &mut Lease, inv: &Invocation) -> Result<Response, LambdaErro
     let warm = lease.is_warm();
     let worker = lease.worker().await?;
     if !warm {
-        let prepared = worker.prepare(&inv.script.source).await.map_err(|f| f.into_error())?;
+        let prepared = match worker.prepare(&inv.script.source).await {
+            Ok(prepared) => prepared,
+            Err(fault) => return Err(worker.classify(fault).into_error()),
+        };
         if !prepared.ok {
             return Err(prepared.error.unwrap_or_default().into_error());
         }
     }
-    worker.invoke(&inv.params, &inv.context, &inv.request_id).await.map_err(|f| f.into_error())
+    match worker.invoke(&inv.params, &inv.context, &inv.request_id).await {
+        Ok(response) => Ok(response),
+        Err(fault) => Err(worker.classify(fault).into_error()),
+    }
+}
+
+/// Per-execution figures of the lease's worker (zero when none ran).
+fn usage(lease: &mut Lease) -> worker::Usage {
+    lease.worker_mut().map(|w| w.usage()).unwrap_or_default()
 }
 
 fn timeout_error(limit: Duration, what: &str) -> LambdaError {
@@ -173,8 +192,9 @@ impl Runtime for LocalRuntime {
         }
         let prepared = timeout_at(deadline, async {
             let worker = lease.worker().await?;
-            worker.prepare(&request.script.source).await.map_err(|fault| {
-                let e = fault.into_error();
+            let prepared = worker.prepare(&request.script.source).await;
+            prepared.map_err(|fault| {
+                let e = worker.classify(fault).into_error();
                 match e.code {
                     ErrorCode::RuntimeError => LambdaError::new(
                         ErrorCode::CompileError,
@@ -196,11 +216,13 @@ impl Runtime for LocalRuntime {
 
     async fn invoke(&self, inv: Invocation) -> Result<InvokeOutcome, InvokeError> {
         let started = Instant::now();
-        let metrics = |cold_start| RuntimeMetrics {
+        let measured = |cold_start, usage: worker::Usage| RuntimeMetrics {
             wall_us: started.elapsed().as_micros() as u64,
             cold_start,
-            ..RuntimeMetrics::default()
+            cpu_us: usage.cpu_us,
+            peak_memory_bytes: usage.peak_memory_bytes,
         };
+        let metrics = |cold_start| measured(cold_start, worker::Usage::default());
         let fail = |error, logs, cold| InvokeError { error, logs, metrics: metrics(cold) };
         let lang = Self::served(inv.script.language).map_err(|e| fail(e, Vec::new(), false))?;
         let start = tokio::time::Instant::from_std(started);
@@ -219,20 +241,33 @@ impl Runtime for LocalRuntime {
         self.pool.count_start(lang, !cold);
         let response = match timeout_at(deadline, run(&mut lease, &inv)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(fail(e, Vec::new(), cold)), // dropping the lease kills the worker
+            Ok(Err(error)) => {
+                // Dropping the lease kills the worker.
+                return Err(InvokeError {
+                    error,
+                    logs: Vec::new(),
+                    metrics: measured(cold, usage(&mut lease)),
+                });
+            }
             Err(_) => return Err(fail(timeout_error(inv.timeout, "execution"), Vec::new(), cold)),
         };
+        let metrics = measured(cold, usage(&mut lease));
         match response.error {
             None if response.ok => {
                 lease.release();
-                Ok(InvokeOutcome { result: response.result, logs: response.logs, metrics: metrics(cold) })
+                Ok(InvokeOutcome { result: response.result, logs: response.logs, metrics })
             }
             error => {
-                let error = error.unwrap_or_default().into_error();
-                if error.code != ErrorCode::InternalError {
-                    lease.release(); // the script failed, its worker is fine
+                let mut error = error.unwrap_or_default().into_error();
+                // A script that failed because it hit a sandbox limit (a refused
+                // fork) leaves its sandbox in an unknown state: report the limit, discard the worker.
+                let limit = lease.worker_mut().and_then(|w| w.limit_hit(false));
+                match limit {
+                    Some(fault) => error = fault.into_error(),
+                    None if error.code != ErrorCode::InternalError => lease.release(), // the worker is fine
+                    None => {}
                 }
-                Err(fail(error, response.logs, cold))
+                Err(InvokeError { error, logs: response.logs, metrics })
             }
         }
     }
@@ -247,6 +282,13 @@ impl Runtime for LocalRuntime {
             Some(reason) => RuntimeHealth::Unavailable(reason.clone()),
             None => RuntimeHealth::Ok,
         }
+    }
+
+    fn sandbox_report(&self) -> Option<serde_json::Value> {
+        Some(match &self.pool.config.sandbox {
+            Some(sandbox) => sandbox.report(),
+            None => serde_json::json!({ "mode": "off", "status": "disabled" }),
+        })
     }
 
     fn worker_counts(&self, language: Language) -> WorkerCounts {

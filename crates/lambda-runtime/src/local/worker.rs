@@ -5,9 +5,11 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use lambda_core::{LambdaError, Language};
+use lambda_core::{ErrorCode, LambdaError, Language};
+use lambda_sandbox::{Cgroup, CgroupEvents, FsView, Jail, PreparedView, Sandbox};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -26,6 +28,43 @@ pub(crate) struct WorkerCommand {
     pub home: PathBuf,
     /// Bound on one response frame: result + logs + JSON overhead.
     pub max_frame: usize,
+    /// The sandbox and the filesystem view of this language's workers.
+    pub sandbox: Option<(Arc<Sandbox>, Arc<PreparedView>)>,
+}
+
+/// Where the host programs appear inside a sandbox (read-only).
+const SANDBOX_HOSTS_DIR: &str = "/lambda";
+
+impl WorkerCommand {
+    /// Runs this language's workers in `sandbox`: the interpreter's prefix and
+    /// the host program's directory (at `/lambda`) are all they see of the host.
+    pub(crate) fn sandboxed(mut self, sandbox: Arc<Sandbox>) -> io::Result<Self> {
+        let limits = sandbox.limits();
+        let mut view = FsView::for_program(&self.program, limits.tmp_bytes);
+        if sandbox.has_fs_view() {
+            let host_arg = self.args.iter().position(|a| Path::new(a).is_absolute() && Path::new(a).exists());
+            if let Some(i) = host_arg {
+                let host = PathBuf::from(&self.args[i]);
+                let (Some(dir), Some(name)) = (host.parent(), host.file_name()) else {
+                    return Err(io::Error::other("host program path has no directory"));
+                };
+                view.read_only_at.push((dir.to_owned(), PathBuf::from(SANDBOX_HOSTS_DIR)));
+                self.args[i] = Path::new(SANDBOX_HOSTS_DIR).join(name).into();
+            }
+            self.home = PathBuf::from("/tmp");
+            self.work_dir = PathBuf::from("/tmp");
+        }
+        let prepared = sandbox.view(&view)?;
+        self.sandbox = Some((sandbox, prepared));
+        Ok(self)
+    }
+}
+
+/// CPU time and peak memory of the last invocation, where the cgroup measures them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    pub cpu_us: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// Why an exchange with a worker failed. Every fault discards the worker.
@@ -37,6 +76,8 @@ pub(crate) enum WorkerFault {
     Malformed,
     /// A frame longer than the bound.
     Oversize(usize),
+    /// A sandbox limit was hit (`memory`, `processes`): the cgroup counted it.
+    Limit(&'static str, String),
 }
 
 impl WorkerFault {
@@ -56,6 +97,9 @@ impl WorkerFault {
                 format!("response of the script is over the limit of {max} bytes"),
             )
             .with("limit", "result"),
+            Self::Limit(limit, message) => {
+                LambdaError::new(ErrorCode::ResourceLimit, message).with("limit", limit)
+            }
         }
     }
 }
@@ -64,6 +108,12 @@ pub(crate) struct Worker {
     pub id: u64,
     pub language: Language,
     pgid: Option<Pid>,
+    /// The worker's sandbox (its cgroup): dropped after `child`, killing what is left.
+    jail: Option<Jail>,
+    /// Limit events already accounted for.
+    events: CgroupEvents,
+    usage: Usage,
+    limits: (u64, u64),
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -76,19 +126,31 @@ pub(crate) struct Worker {
 impl Worker {
     /// Starts an interpreter running the host program and waits for its ready frame.
     pub(crate) async fn spawn(cmd: &WorkerCommand, id: u64) -> io::Result<Self> {
-        let mut child = Command::new(&cmd.program)
+        let mut std_cmd = std::process::Command::new(&cmd.program);
+        // An empty environment but for these: nothing of the controller's (secrets) reaches a script.
+        std_cmd
             .args(&cmd.args)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
             .env("HOME", &cmd.home)
-            .current_dir(&cmd.work_dir)
-            .process_group(0)
-            .kill_on_drop(true)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+            .stderr(Stdio::piped());
+        let (jail, limits) = match &cmd.sandbox {
+            Some((sandbox, view)) => {
+                let mut jail = sandbox.jail(&cmd.language.to_string(), view)?;
+                jail.apply(&mut std_cmd); // its own process group, chdir /tmp inside
+                let l = sandbox.limits();
+                (Some(jail), (l.memory_bytes, l.pids_max))
+            }
+            None => {
+                std::os::unix::process::CommandExt::process_group(&mut std_cmd, 0);
+                std_cmd.current_dir(&cmd.work_dir);
+                (None, (0, 0))
+            }
+        };
+        let mut child = Command::from(std_cmd).kill_on_drop(true).spawn()?;
         let missing = || io::Error::other("worker pipes missing");
         let stdin = child.stdin.take().ok_or_else(missing)?;
         let stdout = child.stdout.take().ok_or_else(missing)?;
@@ -100,6 +162,10 @@ impl Worker {
             id,
             language: cmd.language,
             pgid,
+            jail,
+            events: CgroupEvents::default(),
+            usage: Usage::default(),
+            limits,
             child,
             stdin,
             stdout: BufReader::with_capacity(64 * 1024, stdout),
@@ -121,6 +187,38 @@ impl Worker {
         self.pgid
     }
 
+    fn cgroup(&self) -> Option<&Cgroup> {
+        self.jail.as_ref().and_then(Jail::cgroup)
+    }
+
+    /// CPU time and peak memory of the last invocation.
+    pub(crate) fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// The sandbox limit hit since the last check, if any: `memory` (an OOM
+    /// kill; or the limit reached by a worker that then died) or `processes`.
+    pub(crate) fn limit_hit(&mut self, died: bool) -> Option<WorkerFault> {
+        let now = self.cgroup()?.events();
+        let before = std::mem::replace(&mut self.events, now);
+        let (memory, pids) = self.limits;
+        if now.oom_kills > before.oom_kills || (died && now.memory_limit_hits > before.memory_limit_hits) {
+            let message = format!("the script exceeded the memory limit of {} MiB", memory >> 20);
+            return Some(WorkerFault::Limit("memory", message));
+        }
+        if now.pids_max_hits > before.pids_max_hits {
+            let message = format!("the script exceeded the limit of {pids} processes and threads");
+            return Some(WorkerFault::Limit("processes", message));
+        }
+        None
+    }
+
+    /// A fault, or the sandbox limit behind it.
+    pub(crate) fn classify(&mut self, fault: WorkerFault) -> WorkerFault {
+        let died = matches!(fault, WorkerFault::Exited(_));
+        self.limit_hit(died).unwrap_or(fault)
+    }
+
     pub(crate) async fn prepare(&mut self, script: &str) -> Result<Response, WorkerFault> {
         protocol::encode_prepare(&mut self.out, script);
         self.exchange().await
@@ -133,7 +231,17 @@ impl Worker {
         request_id: &str,
     ) -> Result<Response, WorkerFault> {
         protocol::encode_invoke(&mut self.out, params, context, request_id);
-        self.exchange().await
+        let cpu_before = self.cgroup().and_then(|cg| {
+            cg.reset_peak();
+            cg.cpu_usage_us()
+        });
+        let response = self.exchange().await;
+        let cg = self.cgroup();
+        self.usage = Usage {
+            cpu_us: cpu_before.zip(cg.and_then(Cgroup::cpu_usage_us)).map(|(a, b)| b.saturating_sub(a)),
+            peak_memory_bytes: cg.and_then(Cgroup::peak_memory_bytes),
+        };
+        response
     }
 
     /// Writes the request in `out` and reads one response frame.
@@ -162,7 +270,11 @@ impl Worker {
     /// The exit status after EOF; a process that closed its stdout but lives on is killed.
     async fn exit_status(&mut self) -> String {
         match tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await {
-            Ok(Ok(status)) => status.to_string(),
+            Ok(Ok(status)) => match status.code() {
+                // The sandbox's init reports a killed worker as 128 + signal.
+                Some(code @ 129..=192) if self.jail.is_some() => format!("killed by signal {}", code - 128),
+                _ => status.to_string(),
+            },
             Ok(Err(e)) => format!("status unknown: {e}"),
             Err(_) => {
                 self.kill();
@@ -221,6 +333,7 @@ pub(crate) fn worker_command(
         args,
         work_dir: config.work_dir.clone(),
         home: config.work_dir.join("home"),
+        sandbox: None,
         // Logs may grow up to 6x when JSON-escaped; the rest is slack for the envelope.
         max_frame: limits.max_result_bytes + 6 * limits.max_log_bytes + 64 * 1024,
     }

@@ -33,11 +33,19 @@ pub async fn start_with(tune: impl FnOnce(&mut LocalRuntimeConfig)) -> Harness {
         python_path: interpreter(Language::Python).await,
         work_dir: dir.path().to_path_buf(),
         generic_per_language: 1,
+        sandbox: Some(sandbox()),
         ..LocalRuntimeConfig::default()
     };
     tune(&mut config);
     let rt = LocalRuntime::start(config).await.expect("runtime starts");
     Harness { rt, _dir: dir }
+}
+
+/// The sandbox every test runtime uses (`auto`: what this machine offers),
+/// unless `LAMBDA_TEST_SANDBOX=off`.
+pub fn sandbox() -> Arc<lambda_sandbox::Sandbox> {
+    let config = lambda_sandbox::SandboxConfig::default();
+    Arc::new(lambda_sandbox::Sandbox::new(config).expect("sandbox"))
 }
 
 pub async fn start() -> Harness {

@@ -8,6 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// Shared by all test servers (and test binaries) of this target dir, so the
+/// Rust template's dependencies are built once per checkout, not per test.
+pub fn rust_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("lambda-rust-cache")
+}
+
 pub struct Server {
     child: Option<Child>,
     pub base: String,
@@ -33,7 +39,20 @@ impl Server {
 
     /// Starts on an existing data dir (restart tests keep the TempDir themselves).
     pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda"));
+        Self::start_wrapped(&[], data_dir, env)
+    }
+
+    /// Starts the binary through `wrapper` (e.g. `setpriv --reuid=…`, to run it
+    /// as another user); an empty wrapper is [`Server::start_in`].
+    pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_lambda"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_lambda")),
+        };
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -42,6 +61,8 @@ impl Server {
             .env("PORT", "0")
             .env("LAMBDA_DATA_DIR", data_dir)
             .env("LAMBDA_WORKERS_GENERIC", "1")
+            // One Rust template build (dependencies) for every test server.
+            .env("LAMBDA_RUST_CACHE_DIR", rust_cache_dir())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -1,0 +1,111 @@
+//! Settings of the `rust` and `wasm` runtimes, and their start-up: the
+//! engine, the background build of the Rust template, and the precompile of
+//! the shipped Rust functions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use lambda_core::{Language, Limits, ScriptHash};
+use lambda_runtime::Script;
+use lambda_store::Store;
+use lambda_wasm::{WasmConfig, WasmRuntime};
+
+#[derive(Debug, Clone, Args)]
+pub struct WasmArgs {
+    /// Linear memory of one wasm instance, MiB (an execution over it is 462 RESOURCE_LIMIT).
+    #[arg(long = "wasm-memory-mb", env = "LAMBDA_WASM_MEMORY_MB", default_value_t = 128)]
+    pub wasm_memory_mb: u64,
+    /// wasm instances running at once; more executions wait for a slot until their deadline.
+    #[arg(long = "wasm-max-instances", env = "LAMBDA_WASM_MAX_INSTANCES", default_value_t = 64)]
+    pub wasm_max_instances: u32,
+    /// The Rust template, its prebuilt dependencies and compiled modules (default `<data dir>/rust`); may be shared by servers.
+    #[arg(long = "rust-cache-dir", env = "LAMBDA_RUST_CACHE_DIR")]
+    pub rust_cache_dir: Option<PathBuf>,
+    /// Wall-clock bound of one Rust compile, seconds.
+    #[arg(
+        long = "rust-compile-timeout-seconds",
+        env = "LAMBDA_RUST_COMPILE_TIMEOUT_SECONDS",
+        default_value_t = 120
+    )]
+    pub rust_compile_timeout_seconds: u64,
+    /// Address-space bound (RLIMIT_AS) of cargo and each rustc, MiB.
+    #[arg(long = "rust-compile-memory-mb", env = "LAMBDA_RUST_COMPILE_MEMORY_MB", default_value_t = 4096)]
+    pub rust_compile_memory_mb: u64,
+    /// Rust compiles running at once.
+    #[arg(long = "rust-compile-concurrency", env = "LAMBDA_RUST_COMPILE_CONCURRENCY", default_value_t = 1)]
+    pub rust_compile_concurrency: usize,
+    /// Build the Rust template's dependencies at start, in the background (else at the first Rust compile).
+    #[arg(long = "rust-prebuild", env = "LAMBDA_RUST_PREBUILD", default_value = "true", action = clap::ArgAction::Set)]
+    pub rust_prebuild: bool,
+    /// Compile the shipped Rust functions (rust-validator) at start, in the background.
+    #[arg(long = "rust-precompile", env = "LAMBDA_RUST_PRECOMPILE", default_value = "true", action = clap::ArgAction::Set)]
+    pub rust_precompile: bool,
+    /// Run `rustup target add wasm32-wasip1` when the target is missing (at the first readiness check).
+    #[arg(long = "rust-install-target", env = "LAMBDA_RUST_INSTALL_TARGET", default_value = "true", action = clap::ArgAction::Set)]
+    pub rust_install_target: bool,
+    /// The `cargo` used to compile Rust (run with a cleared environment).
+    #[arg(long = "cargo", env = "LAMBDA_CARGO", default_value = "cargo")]
+    pub cargo: PathBuf,
+}
+
+impl WasmArgs {
+    /// The runtime's configuration; a zero bound is an error naming its variable.
+    pub fn config(&self, data_dir: &Path, limits: &Limits) -> Result<WasmConfig, String> {
+        for (value, var) in [
+            (self.wasm_memory_mb, "LAMBDA_WASM_MEMORY_MB"),
+            (u64::from(self.wasm_max_instances), "LAMBDA_WASM_MAX_INSTANCES"),
+            (self.rust_compile_timeout_seconds, "LAMBDA_RUST_COMPILE_TIMEOUT_SECONDS"),
+            (self.rust_compile_memory_mb, "LAMBDA_RUST_COMPILE_MEMORY_MB"),
+            (self.rust_compile_concurrency as u64, "LAMBDA_RUST_COMPILE_CONCURRENCY"),
+        ] {
+            if value == 0 {
+                return Err(format!("{var} must be greater than 0"));
+            }
+        }
+        let memory = usize::try_from(self.wasm_memory_mb.saturating_mul(1024 * 1024))
+            .map_err(|_| "LAMBDA_WASM_MEMORY_MB is too large".to_owned())?;
+        let mut config = WasmConfig::new(data_dir);
+        if let Some(dir) = &self.rust_cache_dir {
+            config.rust_cache_dir = dir.clone();
+        }
+        config.memory_limit_bytes = memory;
+        config.max_instances = self.wasm_max_instances;
+        config.compile_timeout = Duration::from_secs(self.rust_compile_timeout_seconds);
+        config.compile_memory_bytes = self.rust_compile_memory_mb.saturating_mul(1024 * 1024);
+        config.compile_concurrency = self.rust_compile_concurrency;
+        config.prebuild = self.rust_prebuild;
+        config.install_target = self.rust_install_target;
+        config.cargo = self.cargo.clone();
+        config.limits = limits.clone();
+        Ok(config)
+    }
+}
+
+/// Starts the engine and, when asked, precompiles the shipped Rust functions
+/// (their sessions then initialize without compiling).
+pub fn start(
+    args: &WasmArgs,
+    config: WasmConfig,
+    store: Arc<dyn Store>,
+) -> Result<Arc<WasmRuntime>, lambda_wasm::StartError> {
+    let runtime = WasmRuntime::start(config, store)?;
+    if args.rust_precompile {
+        let scripts = lambda_api::predefined::shipped()
+            .into_iter()
+            .filter(|f| f.language == Language::Rust)
+            .map(|f| {
+                let options = f.compile_options.clone();
+                Arc::new(Script {
+                    hash: ScriptHash::compute(Language::Rust, &f.script_content, options.as_ref()),
+                    language: Language::Rust,
+                    source: Arc::from(f.script_content.as_str()),
+                    compile_options: options,
+                })
+            })
+            .collect();
+        runtime.precompile(scripts);
+    }
+    Ok(runtime)
+}
