@@ -15,16 +15,7 @@ pub fn handle(params: Value) -> Value {
 }
 "#;
 
-const ECHO_WAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 1024))
-    (i32.store (i32.const 4) (i32.const 4096))
-    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
-    (i32.store (i32.const 4) (i32.load (i32.const 8)))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))))"#;
+const ECHO_WAT: &str = include_str!("../tests/fixtures/echo.wat");
 
 struct Bench {
     client: reqwest::Client,
