@@ -39,6 +39,17 @@ struct Cli {
     /// Where the JSON result goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Runs only the cases whose name starts with one of these (comma-separated:
+    /// `floor-node`, `floor-python`, `floor-hyper`, `nodejs-warm`, `nodejs-init`,
+    /// `python-…`, `rust-…`, `cached`, `hold`; `nodejs` selects both nodejs cases).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Cli {
+    fn wants(&self, case: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| case.starts_with(o.as_str()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +104,18 @@ async fn initialize(addr: SocketAddr, title: &str, script: &str) -> anyhow::Resu
 
 fn adder(addr: SocketAddr, path: String, headers: Vec<(&'static str, &'static str)>) -> MakeRequest {
     Arc::new(move |n| post(addr, &path, &headers, &json!({ "params": { "a": n % 1000, "b": 1 } })))
+}
+
+const NODE_FLOOR: &str = "floor: node http";
+const PYTHON_FLOOR: &str = "floor: python asyncio";
+const HYPER_FLOOR: &str = "floor: bare hyper";
+
+/// A platform case's throughput ratio to its floor, when the floor ran.
+fn against(stats: &Stats, floor: Option<(&str, &Option<Stats>)>) -> (Option<f64>, Option<String>) {
+    match floor {
+        Some((name, Some(f))) => (Some(stats.rps / f.rps), Some(name.to_owned())),
+        _ => (None, None),
+    }
 }
 
 const SCRIPTS: [(&str, &str); 2] =
@@ -151,33 +174,42 @@ async fn main() -> anyhow::Result<()> {
     let floors_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("floors");
 
     println!("floors …");
-    let node = server::node_floor(&floors_dir.join("node_server.js"))?;
-    let node_floor = load::run(node.addr, c, warmup, duration, adder(node.addr, "/".into(), vec![])).await?;
-    drop(node);
-    let python = server::python_floor(&floors_dir.join("python_server.py"))?;
-    let python_floor =
-        load::run(python.addr, c, warmup, duration, adder(python.addr, "/".into(), vec![])).await?;
-    drop(python);
-    let hyper = server::hyper_floor()?;
-    let hyper_addr = hyper.addr;
-    let get_hello: MakeRequest = Arc::new(move |_| {
-        Request::get("/")
-            .header("host", hyper_addr.to_string())
-            .body(Full::new(Bytes::new()))
-            .unwrap_or_default()
-    });
-    let hyper_floor = load::run(hyper.addr, c, warmup, duration, get_hello).await?;
-    drop(hyper);
-    for (name, stats) in [
-        ("floor: node http", &node_floor),
-        ("floor: python asyncio", &python_floor),
-        ("floor: bare hyper", &hyper_floor),
-    ] {
-        cases.push(Case { name: name.into(), stats: stats.clone(), ratio_rps: None, floor: None });
+    let mut node_floor = None;
+    if cli.wants("floor-node") {
+        let node = server::node_floor(&floors_dir.join("node_server.js"))?;
+        let make = adder(node.addr, "/".into(), vec![]);
+        node_floor = Some(load::run(node.addr, c, warmup, duration, make).await?);
+    }
+    let mut python_floor = None;
+    if cli.wants("floor-python") {
+        let python = server::python_floor(&floors_dir.join("python_server.py"))?;
+        let make = adder(python.addr, "/".into(), vec![]);
+        python_floor = Some(load::run(python.addr, c, warmup, duration, make).await?);
+    }
+    let mut hyper_floor = None;
+    if cli.wants("floor-hyper") {
+        let hyper = server::hyper_floor()?;
+        let hyper_addr = hyper.addr;
+        let get_hello: MakeRequest = Arc::new(move |_| {
+            Request::get("/")
+                .header("host", hyper_addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .unwrap_or_default()
+        });
+        hyper_floor = Some(load::run(hyper.addr, c, warmup, duration, get_hello).await?);
+    }
+    for (name, stats) in
+        [(NODE_FLOOR, &node_floor), (PYTHON_FLOOR, &python_floor), (HYPER_FLOOR, &hyper_floor)]
+    {
+        if let Some(stats) = stats {
+            cases.push(Case { name: name.into(), stats: stats.clone(), ratio_rps: None, floor: None });
+        }
     }
 
     let data = tempfile::tempdir()?;
-    let lambda = server::lambda(&cli.lambda, data.path())?;
+    let rust_cache =
+        cli.lambda.parent().map_or_else(|| PathBuf::from("bench-rust"), |d| d.join("bench-rust"));
+    let lambda = server::lambda(&cli.lambda, data.path(), &rust_cache)?;
     let addr = lambda.addr;
     let rss_idle = lambda.rss_bytes();
     let mut rss_max = rss_idle;
@@ -189,11 +221,18 @@ async fn main() -> anyhow::Result<()> {
     let mut languages: Vec<(&'static str, String)> =
         SCRIPTS.iter().map(|(l, s)| (*l, (*s).to_owned())).collect();
     if health["components"]["runtimes"]["rust"] == "ok" {
+        // The server builds the Rust template in the background at start: a
+        // first compile waits for it, so that no case measures beside rustc.
+        println!("waiting for the Rust template build …");
+        initialize(addr, "rust-bench-warmup", RUST_ADDER).await?;
         languages.push(("rust", RUST_ADDER.to_owned()));
     }
 
-    for (language, script) in languages {
-        let script = &script;
+    for (language, script) in &languages {
+        let language = *language;
+        if !cli.wants(&format!("{language}-warm")) {
+            continue;
+        }
         println!("{language}: warm execute …");
         let started = Instant::now();
         let id = initialize(addr, &format!("{language}-bench-adder"), script).await?;
@@ -203,16 +242,24 @@ async fn main() -> anyhow::Result<()> {
         rss_max = rss_max.max(lambda.rss_bytes());
         workers_max = workers_max.max(workers(&metrics_text(addr).await));
         let floor = match language {
-            "nodejs" => Some(("floor: node http", &node_floor)),
-            "python" => Some(("floor: python asyncio", &python_floor)),
+            "nodejs" => Some((NODE_FLOOR, &node_floor)),
+            "python" => Some((PYTHON_FLOOR, &python_floor)),
             _ => None,
         };
+        let (ratio_rps, floor) = against(&stats, floor);
         cases.push(Case {
             name: format!("{language}: warm execute (first initialize {} ms)", first_init.as_millis()),
-            ratio_rps: floor.map(|(_, f)| stats.rps / f.rps),
-            floor: floor.map(|(n, _)| n.to_owned()),
+            ratio_rps,
+            floor,
             stats,
         });
+    }
+
+    for (language, _) in &languages {
+        let language = *language;
+        if !cli.wants(&format!("{language}-init")) {
+            continue;
+        }
 
         println!("{language}: initialize …");
         let title = format!("{language}-bench-init");
@@ -239,22 +286,20 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    println!("cached execute …");
-    let id = initialize(addr, "nodejs-bench-cached", SCRIPTS[0].1).await?;
-    let path = format!("/api/v1/execute/{id}");
-    let cached: MakeRequest =
-        Arc::new(move |_| post(addr, &path, &[], &json!({ "params": { "a": 1, "b": 2 } })));
-    let stats = load::run(addr, c, warmup, duration, cached).await?;
-    cases.push(Case {
-        name: "nodejs: cached execute".into(),
-        ratio_rps: Some(stats.rps / hyper_floor.rps),
-        floor: Some("floor: bare hyper".into()),
-        stats,
-    });
-    rss_max = rss_max.max(lambda.rss_bytes());
+    if cli.wants("cached") {
+        println!("cached execute …");
+        let id = initialize(addr, "nodejs-bench-cached", SCRIPTS[0].1).await?;
+        let path = format!("/api/v1/execute/{id}");
+        let cached: MakeRequest =
+            Arc::new(move |_| post(addr, &path, &[], &json!({ "params": { "a": 1, "b": 2 } })));
+        let stats = load::run(addr, c, warmup, duration, cached).await?;
+        let (ratio_rps, floor) = against(&stats, Some((HYPER_FLOOR, &hyper_floor)));
+        cases.push(Case { name: "nodejs: cached execute".into(), ratio_rps, floor, stats });
+        rss_max = rss_max.max(lambda.rss_bytes());
+    }
 
     let mut rss_holding = None;
-    if cli.hold > 0 {
+    if cli.hold > 0 && cli.wants("hold") {
         println!("holding {} keep-alive connections …", cli.hold);
         let health: MakeRequest = Arc::new(move |_| {
             Request::get("/health")
@@ -267,10 +312,11 @@ async fn main() -> anyhow::Result<()> {
         let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
         let stats = load::run(addr, c, warmup, duration, make).await?;
         rss_holding = Some(lambda.rss_bytes());
+        let (ratio_rps, floor) = against(&stats, Some((NODE_FLOOR, &node_floor)));
         cases.push(Case {
             name: format!("nodejs: warm execute with {} idle connections held", held.len()),
-            ratio_rps: Some(stats.rps / node_floor.rps),
-            floor: Some("floor: node http".into()),
+            ratio_rps,
+            floor,
             stats,
         });
         drop(held);

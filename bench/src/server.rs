@@ -53,12 +53,15 @@ pub fn spawn(mut cmd: Command) -> anyhow::Result<Process> {
     Ok(Process { child, addr })
 }
 
-pub fn lambda(binary: &Path, data_dir: &Path) -> anyhow::Result<Process> {
+/// `lambda serve` on embedded defaults in `data_dir`. The Rust template's
+/// prebuilt dependencies live in `rust_cache_dir`, kept between runs.
+pub fn lambda(binary: &Path, data_dir: &Path, rust_cache_dir: &Path) -> anyhow::Result<Process> {
     let mut cmd = Command::new(binary);
     cmd.arg("serve")
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("LAMBDA_DATA_DIR", data_dir)
+        .env("LAMBDA_RUST_CACHE_DIR", rust_cache_dir)
         .env("RUST_LOG", "warn");
     spawn(cmd)
 }

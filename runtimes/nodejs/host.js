@@ -8,6 +8,8 @@
 // On start the host writes {"ok":true,"ready":true}. stdin is read with blocking
 // fs.readSync (cheaper than a stream) and frames are written with fs.writeSync,
 // because user code must never reach the protocol channel through console/process.stdout.
+// Requests may be pipelined: they run one after another, each answer written
+// before the next request starts.
 'use strict';
 
 const fs = require('fs');
@@ -258,7 +260,12 @@ async function main() {
       writeFrame(JSON.stringify({ ok: false, error: { kind: 'protocol', message: 'bad frame' } }));
       continue;
     }
-    if (req.op === 'invoke') writeFrame(await invoke(req));
+    if (req.op === 'invoke') {
+      const cpu = process.cpuUsage();
+      const answer = await invoke(req);
+      const used = process.cpuUsage(cpu);
+      writeFrame(answer.slice(0, -1) + ',"cpu_us":' + (used.user + used.system) + '}');
+    }
     else if (req.op === 'prepare') writeFrame(JSON.stringify(prepare(String(req.script))));
     else writeFrame(JSON.stringify({ ok: false, error: { kind: 'protocol', message: 'unknown op' } }));
   }

@@ -1,6 +1,9 @@
 """Python side of the Lambda Microservice worker protocol.
 
-One JSON frame per line: requests on stdin, responses on a private dup of fd 1.
+One JSON frame per line: requests on a private dup of fd 0, responses on a
+private dup of fd 1. Requests may be pipelined: they are read in chunks and run
+one after another; each answer is written before the next request runs, so
+a script that kills its worker never takes an earlier answer with it.
 Usage: python3 -I -S host.py <max_log_lines> <max_log_bytes> <max_result_bytes>
   {"op":"prepare","script":".."} -> {"ok":true} | {"ok":false,"error":{..}}
   {"op":"invoke","params":..,"context":..,"request_id":".."}
@@ -14,10 +17,14 @@ import builtins
 import json
 import os
 import sys
+from time import process_time_ns
 
 PROTO = os.dup(1)
 os.dup2(2, 1)
-STDIN = sys.stdin.buffer
+PROTO_IN = os.dup(0)
+_null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_null, 0)
+os.close(_null)
 MAX_LOG_LINES = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 MAX_LOG_BYTES = int(sys.argv[2]) if len(sys.argv) > 2 else 65536
 MAX_RESULT_BYTES = int(sys.argv[3]) if len(sys.argv) > 3 else 8 * 1024 * 1024
@@ -78,10 +85,27 @@ CAPTURE = Capture()
 sys.stdout = sys.stderr = CAPTURE
 
 
+IN = bytearray()
+
+
 def write_frame(data):
     view = memoryview(data + b"\n")
     while view:
         view = view[os.write(PROTO, view):]
+
+
+def read_frame():
+    """The next request line, or None at EOF."""
+    while True:
+        end = IN.find(b"\n")
+        if end >= 0:
+            line = bytes(IN[:end])
+            del IN[: end + 1]
+            return line
+        chunk = os.read(PROTO_IN, 1 << 16)
+        if not chunk:
+            return None
+        IN.extend(chunk)
 
 
 def frame(obj):
@@ -199,8 +223,8 @@ def invoke(req):
 def main():
     write_frame(b'{"ok":true,"ready":true}')
     while True:
-        line = STDIN.readline()
-        if not line:
+        line = read_frame()
+        if line is None:
             return
         try:
             req = json.loads(line)
@@ -209,7 +233,9 @@ def main():
             write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "bad frame"}}))
             continue
         if op == "invoke":
-            write_frame(invoke(req))
+            cpu = process_time_ns()
+            answer = invoke(req)
+            write_frame(answer[:-1] + b',"cpu_us":%d}' % ((process_time_ns() - cpu) // 1000))
         elif op == "prepare":
             write_frame(frame(prepare(str(req.get("script", "")))))
         else:

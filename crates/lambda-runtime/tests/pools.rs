@@ -192,3 +192,68 @@ async fn shutdown_kills_busy_workers() {
     let e = call.await.expect("join").expect_err("killed");
     assert_eq!(e.error.code, ErrorCode::RuntimeError);
 }
+
+/// One worker per script, so that concurrent requests of a script queue in its pipeline.
+async fn one_worker_per_script() -> common::Harness {
+    start_with(|c| {
+        c.max_workers_per_script = 1;
+        c.pipeline_depth = 8;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn concurrent_requests_queue_on_one_worker_and_all_answer() {
+    let h = one_worker_per_script().await;
+    let s = h.prepare(Language::Python, "result = params['n'] * 2").await.expect("ok");
+    let runs = (0..16).map(|n| h.rt.invoke(invocation(&s, "alice", json!({"n": n}))));
+    let results = futures::future::join_all(runs).await;
+    let got: Vec<_> = results.into_iter().map(|r| r.expect("answered").result).collect();
+    assert_eq!(got, (0..16).map(|n| json!(n * 2)).collect::<Vec<_>>());
+    let counts = h.rt.worker_counts(Language::Python);
+    assert_eq!((counts.idle, counts.busy), (1, 0), "one worker served them all: {counts:?}");
+    assert_eq!(counts.warm_starts + counts.cold_starts, 16);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_queued_behind_a_hung_one_run_on_a_new_worker() {
+    let h = one_worker_per_script().await;
+    let src = "if (event.params.hang) for (;;) {}\nreturn event.params.n;";
+    let s = h.prepare(Language::Nodejs, src).await.expect("ok");
+    let mut hung = invocation(&s, "alice", json!({"hang": true}));
+    hung.timeout = Duration::from_millis(600);
+    let hung = tokio::spawn({
+        let rt = h.rt.clone();
+        async move { rt.invoke(hung).await }
+    });
+    eventually(&h.rt, Language::Nodejs, |c| c.busy == 1).await;
+    let queued = (0..3).map(|n| h.rt.invoke(invocation(&s, "alice", json!({"n": n}))));
+    let queued = futures::future::join_all(queued).await;
+    let e = hung.await.expect("join").expect_err("times out");
+    assert_eq!(e.error.code, ErrorCode::Timeout);
+    let got: Vec<_> = queued.into_iter().map(|r| r.expect("ran after the kill").result).collect();
+    assert_eq!(got, [json!(0), json!(1), json!(2)]);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_queue_keeps_the_answers_it_gave() {
+    let h = one_worker_per_script().await;
+    let src =
+        "import os, time\nif params.get('exit'):\n    os._exit(3)\ntime.sleep(0.05)\nresult = params['n']";
+    let s = h.prepare(Language::Python, src).await.expect("ok");
+    let runs = (0..6).map(|n| {
+        let params = if n == 3 { json!({"exit": true, "n": n}) } else { json!({"n": n}) };
+        h.rt.invoke(invocation(&s, "alice", params))
+    });
+    let results = futures::future::join_all(runs).await;
+    for (n, r) in results.into_iter().enumerate() {
+        match (n, r) {
+            (3, Err(e)) => assert_eq!(e.error.code, ErrorCode::RuntimeError, "{:?}", e.error),
+            (3, Ok(out)) => panic!("the exiting request answered {:?}", out.result),
+            (n, r) => assert_eq!(r.map(|o| o.result).map_err(|e| e.error), Ok(json!(n)), "request {n}"),
+        }
+    }
+    h.shutdown().await;
+}

@@ -4,6 +4,7 @@
 //! path.
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod pipeline;
 pub mod postgres;
 pub mod sqlite;

@@ -145,6 +145,9 @@ pub struct ServeArgs {
     /// Upper bound on workers serving one script of one owner (its concurrency).
     #[arg(long = "workers-per-script", env = "LAMBDA_WORKERS_PER_SCRIPT", default_value_t = 4)]
     pub workers_per_script: usize,
+    /// Requests queued on one busy worker of a script at most (1 = strictly one at a time).
+    #[arg(long = "worker-pipeline", env = "LAMBDA_WORKER_PIPELINE", default_value_t = 8)]
+    pub worker_pipeline: usize,
     /// Pre-started generic workers kept ready per language (fast initialize).
     #[arg(long = "workers-generic", env = "LAMBDA_WORKERS_GENERIC", default_value_t = 2)]
     pub workers_generic: usize,
@@ -272,6 +275,7 @@ impl Config {
             (args.max_log_lines, "MAX_LOG_LINES"),
             (args.workers_max, "LAMBDA_WORKERS_MAX"),
             (args.workers_per_script, "LAMBDA_WORKERS_PER_SCRIPT"),
+            (args.worker_pipeline, "LAMBDA_WORKER_PIPELINE"),
         ] {
             positive(value as u64, var)?;
         }

@@ -215,6 +215,7 @@ async fn runtime_config(config: &Config, data_dir: &Path) -> LocalRuntimeConfig 
         generic_per_language: args.workers_generic,
         max_workers: args.workers_max,
         max_workers_per_script: args.workers_per_script,
+        pipeline_depth: args.worker_pipeline,
         idle_timeout: Duration::from_secs(args.worker_idle_seconds),
         node_max_old_space_mb: args.node_max_old_space_mb,
         limits: config.limits.clone(),

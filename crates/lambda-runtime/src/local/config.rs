@@ -22,6 +22,10 @@ pub struct LocalRuntimeConfig {
     pub max_workers: usize,
     /// Bound on the workers of one (script, owner).
     pub max_workers_per_script: usize,
+    /// Requests queued on one worker at most (1 = one at a time). Requests of
+    /// one (script, owner) queue on a busy worker rather than wait for a cold
+    /// start; the host runs them in order and answers them in one write.
+    pub pipeline_depth: usize,
     /// An idle bound worker is killed after this long without work.
     pub idle_timeout: Duration,
     /// Wall-clock limit of a prepare (a module-form script runs its top level then).
@@ -45,6 +49,7 @@ impl Default for LocalRuntimeConfig {
             generic_per_language: 2,
             max_workers: 32,
             max_workers_per_script: 4,
+            pipeline_depth: 8,
             idle_timeout: Duration::from_secs(60),
             prepare_timeout: Duration::from_secs(10),
             node_max_old_space_mb: 256,

@@ -1,5 +1,7 @@
-//! A lease on one worker for one key: returned to the idle pool on success,
-//! killed (and its slot freed) when dropped otherwise.
+//! A lease on one worker for one request of one key. A worker that was
+//! loading the key's script (cold) joins the key's workers on `release`; a
+//! warm one just has one request less in flight. A cold lease dropped
+//! without `release` (failed load, cancelled request) kills its worker.
 
 use std::sync::Arc;
 
@@ -8,20 +10,24 @@ use lambda_core::LambdaError;
 use super::pool::{Key, Pool};
 use super::worker::Worker;
 
-/// A worker taken for one key. `release` returns it to the key's idle pool;
-/// dropping the lease instead (fault, timeout, cancelled request) kills it.
 pub(crate) struct Lease {
     pool: Arc<Pool>,
     key: Key,
     lang: usize,
-    worker: Option<Worker>,
+    worker: Option<Arc<Worker>>,
     warm: bool,
-    released: bool,
+    done: bool,
 }
 
 impl Lease {
-    pub(crate) fn new(pool: Arc<Pool>, key: Key, lang: usize, worker: Option<Worker>, warm: bool) -> Self {
-        Self { pool, key, lang, worker, warm, released: false }
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        key: Key,
+        lang: usize,
+        worker: Option<Arc<Worker>>,
+        warm: bool,
+    ) -> Self {
+        Self { pool, key, lang, worker, warm, done: false }
     }
 
     /// True when the worker already holds the prepared script.
@@ -30,28 +36,38 @@ impl Lease {
     }
 
     /// The worker, spawning one into the reserved slot first if needed.
-    pub(crate) async fn worker(&mut self) -> Result<&mut Worker, LambdaError> {
+    pub(crate) async fn worker(&mut self) -> Result<Arc<Worker>, LambdaError> {
         if self.worker.is_none() {
-            self.worker = Some(self.pool.spawn(self.lang).await?);
+            let worker = self.pool.spawn(self.lang).await?;
+            worker.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            self.worker = Some(Arc::new(worker));
         }
-        self.worker.as_mut().ok_or_else(|| LambdaError::internal("worker missing from lease"))
+        self.worker.clone().ok_or_else(|| LambdaError::internal("worker missing from lease"))
     }
 
-    /// The worker, if one was taken or spawned.
-    pub(crate) fn worker_mut(&mut self) -> Option<&mut Worker> {
-        self.worker.as_mut()
-    }
-
+    /// Keeps the worker (if it is still alive).
     pub(crate) fn release(mut self) {
-        self.released = true;
-        self.pool.give_back(&self.key, self.lang, self.worker.take(), true);
+        self.finish(true);
+    }
+
+    /// Kills the worker: its state is unknown (a sandbox limit was hit).
+    pub(crate) fn discard(mut self) {
+        self.finish(false);
+    }
+
+    fn finish(&mut self, keep: bool) {
+        if !self.done {
+            self.done = true;
+            self.pool.give_back(&self.key, self.lang, self.worker.take(), self.warm, keep);
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if !self.released {
-            self.pool.give_back(&self.key, self.lang, self.worker.take(), false);
-        }
+        // A warm worker whose request was abandoned keeps serving: its own
+        // watchdog kills it if that request overruns its deadline.
+        let keep = self.warm;
+        self.finish(keep);
     }
 }

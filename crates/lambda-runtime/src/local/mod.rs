@@ -12,18 +12,18 @@ mod worker;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lambda_core::{ErrorCode, LambdaError, Language};
 use tokio::task::JoinHandle;
-use tokio::time::timeout_at;
+use tokio::time::{Instant, timeout_at};
 
 pub use config::{LocalRuntimeConfig, resolve_interpreter};
 use lease::Lease;
 use pool::{Key, LANGUAGES, Pool, lang_index};
 use protocol::Response;
-use worker::worker_command;
+use worker::{Usage, WorkerFault, worker_command};
 
 use crate::{
     Invocation, InvokeError, InvokeOutcome, PrepareRequest, Runtime, RuntimeHealth, RuntimeMetrics,
@@ -132,35 +132,35 @@ async fn reap_loop(pool: Arc<Pool>, idle_timeout: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Some(cutoff) = Instant::now().checked_sub(idle_timeout) {
+        if let Some(cutoff) = std::time::Instant::now().checked_sub(idle_timeout) {
             pool.reap_idle(cutoff);
         }
     }
 }
 
-/// Runs one invocation on a leased worker, preparing it first when it is cold.
-/// `Err` means the worker is no longer usable.
-async fn run(lease: &mut Lease, inv: &Invocation) -> Result<Response, LambdaError> {
-    let warm = lease.is_warm();
-    let worker = lease.worker().await?;
-    if !warm {
-        let prepared = match worker.prepare(&inv.script.source).await {
-            Ok(prepared) => prepared,
-            Err(fault) => return Err(worker.classify(fault).into_error()),
-        };
-        if !prepared.ok {
-            return Err(prepared.error.unwrap_or_default().into_error());
-        }
-    }
-    match worker.invoke(&inv.params, &inv.context, &inv.request_id).await {
-        Ok(response) => Ok(response),
-        Err(fault) => Err(worker.classify(fault).into_error()),
-    }
+/// What one attempt on a leased worker gave.
+enum Ran {
+    Answer(Response, Usage),
+    /// A cold worker failed to load the script: the frame says why.
+    LoadFailed(Response),
+    /// No worker could be spawned into the reserved slot.
+    NoWorker(LambdaError),
 }
 
-/// Per-execution figures of the lease's worker (zero when none ran).
-fn usage(lease: &mut Lease) -> worker::Usage {
-    lease.worker_mut().map(|w| w.usage()).unwrap_or_default()
+/// Runs one invocation on a leased worker, preparing it first when it is cold.
+async fn run(lease: &mut Lease, inv: &Invocation, deadline: Instant) -> Result<Ran, WorkerFault> {
+    let worker = match lease.worker().await {
+        Ok(worker) => worker,
+        Err(e) => return Ok(Ran::NoWorker(e)),
+    };
+    if !lease.is_warm() {
+        let (prepared, _) = worker.prepare(&inv.script.source, deadline).await?;
+        if !prepared.ok {
+            return Ok(Ran::LoadFailed(prepared));
+        }
+    }
+    let (response, usage) = worker.invoke(&inv.params, &inv.context, &inv.request_id, deadline).await?;
+    Ok(Ran::Answer(response, usage))
 }
 
 fn timeout_error(limit: Duration, what: &str) -> LambdaError {
@@ -182,7 +182,7 @@ impl Runtime for LocalRuntime {
             return Ok(()); // the same script (by hash) already compiled for this owner
         }
         let limit = self.pool.config.prepare_timeout;
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = Instant::now() + limit;
         let mut lease = timeout_at(deadline, self.pool.acquire(&key, lang))
             .await
             .map_err(|_| LambdaError::unavailable("no worker available"))??;
@@ -190,22 +190,23 @@ impl Runtime for LocalRuntime {
             lease.release();
             return Ok(());
         }
-        let prepared = timeout_at(deadline, async {
-            let worker = lease.worker().await?;
-            let prepared = worker.prepare(&request.script.source).await;
-            prepared.map_err(|fault| {
-                let e = worker.classify(fault).into_error();
-                match e.code {
+        let worker = timeout_at(deadline, lease.worker())
+            .await
+            .map_err(|_| LambdaError::unavailable("no worker available"))??;
+        let prepared = match worker.prepare(&request.script.source, deadline).await {
+            Ok((prepared, _)) => prepared,
+            Err(WorkerFault::Deadline) => return Err(timeout_error(limit, "loading the script")),
+            Err(fault) => {
+                let e = fault.into_error();
+                return Err(match e.code {
                     ErrorCode::RuntimeError => LambdaError::new(
                         ErrorCode::CompileError,
                         format!("script failed to load: {}", e.message),
                     ),
                     _ => e,
-                }
-            })
-        })
-        .await
-        .map_err(|_| timeout_error(limit, "loading the script"))??;
+                });
+            }
+        };
         if prepared.ok {
             lease.release();
             Ok(())
@@ -215,60 +216,75 @@ impl Runtime for LocalRuntime {
     }
 
     async fn invoke(&self, inv: Invocation) -> Result<InvokeOutcome, InvokeError> {
-        let started = Instant::now();
-        let measured = |cold_start, usage: worker::Usage| RuntimeMetrics {
+        let started = std::time::Instant::now();
+        let measured = |cold_start, usage: Usage| RuntimeMetrics {
             wall_us: started.elapsed().as_micros() as u64,
             cold_start,
             cpu_us: usage.cpu_us,
             peak_memory_bytes: usage.peak_memory_bytes,
         };
-        let metrics = |cold_start| measured(cold_start, worker::Usage::default());
-        let fail = |error, logs, cold| InvokeError { error, logs, metrics: metrics(cold) };
-        let lang = Self::served(inv.script.language).map_err(|e| fail(e, Vec::new(), false))?;
-        let start = tokio::time::Instant::from_std(started);
+        let fail =
+            |error, cold| InvokeError { error, logs: Vec::new(), metrics: measured(cold, Usage::default()) };
+        let lang = Self::served(inv.script.language).map_err(|e| fail(e, false))?;
+        let start = Instant::from_std(started);
         let deadline =
             start.checked_add(inv.timeout).unwrap_or_else(|| start + Duration::from_secs(86_400 * 365));
         let key: Key = (inv.script.hash, inv.owner.clone());
-        let mut lease = match timeout_at(deadline, self.pool.acquire(&key, lang)).await {
-            Ok(Ok(lease)) => lease,
-            Ok(Err(e)) => return Err(fail(e, Vec::new(), false)),
-            Err(_) => {
-                let e = LambdaError::unavailable("no worker available before the deadline");
-                return Err(fail(e, Vec::new(), false));
-            }
-        };
-        let cold = !lease.is_warm();
-        self.pool.count_start(lang, !cold);
-        let response = match timeout_at(deadline, run(&mut lease, &inv)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                // Dropping the lease kills the worker.
-                return Err(InvokeError {
-                    error,
-                    logs: Vec::new(),
-                    metrics: measured(cold, usage(&mut lease)),
-                });
-            }
-            Err(_) => return Err(fail(timeout_error(inv.timeout, "execution"), Vec::new(), cold)),
-        };
-        let metrics = measured(cold, usage(&mut lease));
-        match response.error {
-            None if response.ok => {
-                lease.release();
-                Ok(InvokeOutcome { result: response.result, logs: response.logs, metrics })
-            }
-            error => {
-                let mut error = error.unwrap_or_default().into_error();
-                // A script that failed because it hit a sandbox limit (a refused
-                // fork) leaves its sandbox in an unknown state: report the limit, discard the worker.
-                let limit = lease.worker_mut().and_then(|w| w.limit_hit(false));
-                match limit {
-                    Some(fault) => error = fault.into_error(),
-                    None if error.code != ErrorCode::InternalError => lease.release(), // the worker is fine
-                    None => {}
+        loop {
+            let mut lease = match timeout_at(deadline, self.pool.acquire(&key, lang)).await {
+                Ok(Ok(lease)) => lease,
+                Ok(Err(e)) => return Err(fail(e, false)),
+                Err(_) => {
+                    let e = LambdaError::unavailable("no worker available before the deadline");
+                    return Err(fail(e, false));
                 }
-                Err(InvokeError { error, logs: response.logs, metrics })
-            }
+            };
+            let cold = !lease.is_warm();
+            let (response, usage) = match run(&mut lease, &inv, deadline).await {
+                Ok(Ran::Answer(response, usage)) => (response, usage),
+                Ok(Ran::LoadFailed(response)) => {
+                    lease.discard();
+                    let error = response.error.unwrap_or_default().into_error();
+                    return Err(InvokeError {
+                        error,
+                        logs: response.logs,
+                        metrics: measured(cold, Usage::default()),
+                    });
+                }
+                Ok(Ran::NoWorker(e)) => return Err(fail(e, cold)),
+                // The worker died while this request waited behind another: run it elsewhere.
+                Err(WorkerFault::NotStarted) if Instant::now() < deadline => continue,
+                Err(WorkerFault::Deadline | WorkerFault::NotStarted) => {
+                    return Err(fail(timeout_error(inv.timeout, "execution"), cold));
+                }
+                Err(fault) => {
+                    lease.discard();
+                    return Err(fail(fault.into_error(), cold));
+                }
+            };
+            self.pool.count_start(lang, !cold);
+            let metrics = measured(cold, usage);
+            return match response.error {
+                None if response.ok => {
+                    lease.release();
+                    Ok(InvokeOutcome { result: response.result, logs: response.logs, metrics })
+                }
+                error => {
+                    let mut error = error.unwrap_or_default().into_error();
+                    // A script that failed because it hit a sandbox limit (a refused
+                    // fork) leaves its sandbox in an unknown state: report the limit, discard the worker.
+                    let limit = lease.worker().await.ok().and_then(|w| w.limit_hit());
+                    match limit {
+                        Some(fault) => {
+                            error = fault.into_error();
+                            lease.discard();
+                        }
+                        None if error.code != ErrorCode::InternalError => lease.release(), // the worker is fine
+                        None => lease.discard(),
+                    }
+                    Err(InvokeError { error, logs: response.logs, metrics })
+                }
+            };
         }
     }
 
@@ -295,10 +311,17 @@ impl Runtime for LocalRuntime {
         let Some(lang) = lang_index(language) else { return WorkerCounts::default() };
         let st = self.pool.lock();
         let ls = &st.langs[lang];
+        let (mut idle, mut busy) = (0u64, ls.preparing as u64);
+        for b in st.bound.values().flatten().filter(|b| b.worker.language == language) {
+            match b.worker.in_flight() {
+                0 => idle += 1,
+                _ => busy += 1,
+            }
+        }
         WorkerCounts {
             generic: ls.generic.len() as u64,
-            idle: ls.idle as u64,
-            busy: ls.busy as u64,
+            idle,
+            busy,
             cold_starts: self.pool.cold_starts[lang].load(Ordering::Relaxed),
             warm_starts: self.pool.warm_starts[lang].load(Ordering::Relaxed),
             ..WorkerCounts::default()

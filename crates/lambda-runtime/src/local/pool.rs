@@ -29,17 +29,19 @@ pub(crate) fn lang_index(language: Language) -> Option<usize> {
     LANGUAGES.iter().position(|&l| l == language)
 }
 
-struct Idle {
-    worker: Worker,
-    since: Instant,
+/// A worker bound to one key: it holds that key's prepared script.
+pub(crate) struct Bound {
+    pub worker: Arc<Worker>,
+    /// When its last request finished (for the reaper and LRU eviction).
+    pub last_used: Instant,
 }
 
 #[derive(Default)]
 pub(crate) struct LangState {
-    pub generic: Vec<Worker>,
+    pub generic: Vec<Arc<Worker>>,
     pub spawning: usize,
-    pub idle: usize,
-    pub busy: usize,
+    /// Workers taken for a key and still loading its script.
+    pub preparing: usize,
     /// `Some(reason)` while the interpreter cannot be spawned.
     pub unavailable: Option<String>,
 }
@@ -47,10 +49,10 @@ pub(crate) struct LangState {
 #[derive(Default)]
 pub(crate) struct State {
     pub langs: [LangState; 2],
-    /// Idle workers per key, oldest first.
-    idle: HashMap<Key, Vec<Idle>>,
-    /// Workers bound to a key: idle, busy or being prepared.
-    bound: HashMap<Key, usize>,
+    /// Workers holding each key's script, idle or busy.
+    pub bound: HashMap<Key, Vec<Bound>>,
+    /// Workers loading each key's script.
+    preparing: HashMap<Key, usize>,
     /// Every live or reserved worker, generic ones included.
     pub total: usize,
     /// Process groups of live workers, so that shutdown reaches busy ones too.
@@ -73,10 +75,11 @@ pub(crate) struct Pool {
 
 /// What `try_take` found for a key.
 enum Take {
-    Warm(Worker),
-    Generic(Worker),
+    /// A worker holding the key's script (possibly already busy: the request queues behind).
+    Warm(Arc<Worker>),
+    Generic(Arc<Worker>),
     /// A slot was reserved for a worker to spawn; `evicted` gave up its slot.
-    Reserved(Option<Worker>),
+    Reserved(Option<Arc<Worker>>),
     Wait,
 }
 
@@ -99,9 +102,10 @@ impl Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a worker for `key`: an idle one (warm), a generic one, or a slot to
-    /// spawn one into (cold). Waits, without a deadline of its own, while the
-    /// key or the whole pool is at its bound.
+    /// Takes a worker for `key`: an idle one (warm), a busy one with room in
+    /// its pipeline (warm, queued), a generic one, or a slot to spawn one into
+    /// (cold). Waits, without a deadline of its own, while the key or the
+    /// whole pool is at its bound.
     pub(crate) async fn acquire(self: &Arc<Self>, key: &Key, lang: usize) -> Result<Lease, LambdaError> {
         loop {
             let mut freed = pin!(self.freed.notified());
@@ -129,28 +133,44 @@ impl Pool {
         starts[lang].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The policy: an idle worker of the key; else a new worker from the
+    /// generic pool while the key is under its bound; else a place in the
+    /// shortest pipeline; else a freshly spawned worker (never paid while a
+    /// warm one can take the request soon); else wait.
     fn try_take(&self, key: &Key, lang: usize) -> Result<Take, LambdaError> {
         let mut st = self.lock();
         if st.closed {
             return Err(LambdaError::unavailable("runtime is shutting down"));
         }
-        if let Some(list) = st.idle.get_mut(key)
-            && let Some(idle) = list.pop()
-        {
-            if list.is_empty() {
-                st.idle.remove(key);
+        let depth = self.config.pipeline_depth.max(1);
+        let (idle, least, alive) = match st.bound.get(key) {
+            Some(list) => {
+                let live = || list.iter().filter(|b| !b.worker.is_dead());
+                let idle = live().find(|b| b.worker.in_flight() == 0).map(|b| b.worker.clone());
+                let least = live().min_by_key(|b| b.worker.in_flight()).map(|b| b.worker.clone());
+                (idle, least, live().count())
             }
-            st.langs[lang].idle = st.langs[lang].idle.saturating_sub(1);
-            st.langs[lang].busy += 1;
-            return Ok(Take::Warm(idle.worker));
+            None => (None, None, 0),
+        };
+        if let Some(w) = idle {
+            w.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(Take::Warm(w));
         }
-        if st.bound.get(key).copied().unwrap_or(0) >= self.config.max_workers_per_script {
+        let room = alive + st.preparing.get(key).copied().unwrap_or(0) < self.config.max_workers_per_script;
+        if room && let Some(w) = st.langs[lang].generic.pop() {
+            self.refill.notify_one();
+            st.start_preparing(key, lang);
+            w.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(Take::Generic(w));
+        }
+        if let Some(w) = least.filter(|w| w.in_flight() < depth) {
+            w.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(Take::Warm(w));
+        }
+        if !room {
             return Ok(Take::Wait);
         }
-        let take = if let Some(w) = st.langs[lang].generic.pop() {
-            self.refill.notify_one();
-            Take::Generic(w)
-        } else if st.total < self.config.max_workers {
+        let take = if st.total < self.config.max_workers {
             st.total += 1;
             Take::Reserved(None)
         } else {
@@ -159,14 +179,13 @@ impl Pool {
                 None => return Ok(Take::Wait),
             }
         };
-        *st.bound.entry(key.clone()).or_default() += 1;
-        st.langs[lang].busy += 1;
+        st.start_preparing(key, lang);
         Ok(take)
     }
 
-    /// True when some worker is bound to `key` (so its script is known to compile).
+    /// True when some worker holds `key`'s script (so it is known to compile).
     pub(crate) fn is_bound(&self, key: &Key) -> bool {
-        self.lock().bound.contains_key(key)
+        self.lock().bound.get(key).is_some_and(|list| list.iter().any(|b| !b.worker.is_dead()))
     }
 
     pub(crate) async fn spawn(&self, lang: usize) -> Result<Worker, LambdaError> {
@@ -214,7 +233,7 @@ impl Pool {
             st.langs[lang].spawning -= 1;
             match spawned {
                 Ok(w) if !st.closed => {
-                    st.langs[lang].generic.push(w);
+                    st.langs[lang].generic.push(Arc::new(w));
                     drop(st);
                     self.freed.notify_waiters();
                 }
@@ -244,21 +263,25 @@ impl Pool {
         {
             let mut st = self.lock();
             let st = &mut *st;
-            st.idle.retain(|key, list| {
-                let stale = list.iter().take_while(|i| i.since <= cutoff).count();
-                reaped.extend(list.drain(..stale).map(|i| (key.clone(), i.worker)));
+            st.bound.retain(|_, list| {
+                list.retain(|b| {
+                    let stale = b.worker.in_flight() == 0 && b.last_used <= cutoff;
+                    if stale {
+                        reaped.push(b.worker.clone());
+                    }
+                    !stale
+                });
                 !list.is_empty()
             });
-            for (key, w) in &reaped {
-                st.unbind(key);
+            for w in &reaped {
                 st.total = st.total.saturating_sub(1);
-                if let Some(lang) = lang_index(w.language) {
-                    st.langs[lang].idle = st.langs[lang].idle.saturating_sub(1);
-                }
                 st.forget(w);
             }
         }
         if !reaped.is_empty() {
+            for w in &reaped {
+                w.kill();
+            }
             drop(reaped);
             self.freed.notify_waiters();
             self.refill.notify_one();
@@ -267,76 +290,132 @@ impl Pool {
 
     /// Closes the pool and kills every worker, busy ones included.
     pub(crate) fn close(&self) {
-        let (generic, idle) = {
+        let (generic, bound) = {
             let mut st = self.lock();
             st.closed = true;
             for pgid in st.pgids.values() {
                 let _ = killpg(*pgid, Signal::SIGKILL);
             }
-            let generic: Vec<Worker> =
+            let generic: Vec<Arc<Worker>> =
                 st.langs.iter_mut().flat_map(|l| std::mem::take(&mut l.generic)).collect();
-            (generic, std::mem::take(&mut st.idle))
+            (generic, std::mem::take(&mut st.bound))
         };
-        drop((generic, idle));
+        drop((generic, bound));
         self.freed.notify_waiters();
     }
 
-    /// Ends a lease: the worker goes idle when `keep`, else it is killed and its slot freed.
-    pub(crate) fn give_back(&self, key: &Key, lang: usize, worker: Option<Worker>, keep: bool) {
+    /// Ends a lease. A worker that loaded its key's script (`warm` false)
+    /// joins the key's workers when `keep`; a warm one just has one request
+    /// less in flight. A worker not kept, or found dead, is killed and its
+    /// slot freed.
+    pub(crate) fn give_back(
+        &self,
+        key: &Key,
+        lang: usize,
+        worker: Option<Arc<Worker>>,
+        warm: bool,
+        keep: bool,
+    ) {
         let mut st = self.lock();
-        st.langs[lang].busy = st.langs[lang].busy.saturating_sub(1);
+        if !warm {
+            st.stop_preparing(key, lang);
+        }
+        let mut freed_slot = false;
         match worker {
-            Some(worker) if keep && !st.closed => {
-                st.langs[lang].idle += 1;
-                st.idle.entry(key.clone()).or_default().push(Idle { worker, since: Instant::now() });
-                drop(st);
-            }
-            discarded => {
-                st.unbind(key);
-                st.total = st.total.saturating_sub(1);
-                if let Some(w) = &discarded {
-                    st.forget(w);
+            Some(w) => {
+                let left = w.in_flight.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+                let alive = keep && !w.is_dead() && !st.closed;
+                match (alive, warm) {
+                    (true, false) => {
+                        st.bound
+                            .entry(key.clone())
+                            .or_default()
+                            .push(Bound { worker: w, last_used: Instant::now() });
+                    }
+                    (true, true) => {
+                        if left == 0
+                            && let Some(b) =
+                                st.bound.get_mut(key).and_then(|l| l.iter_mut().find(|b| b.worker.id == w.id))
+                        {
+                            b.last_used = Instant::now();
+                        }
+                    }
+                    (false, _) => {
+                        w.kill();
+                        let removed = !warm || st.unbind(key, w.id);
+                        if removed {
+                            st.total = st.total.saturating_sub(1);
+                            st.forget(&w);
+                            freed_slot = true;
+                        }
+                    }
                 }
-                drop(st);
-                drop(discarded);
-                self.refill.notify_one();
             }
+            None => {
+                st.total = st.total.saturating_sub(1);
+                freed_slot = true;
+            }
+        }
+        drop(st);
+        if freed_slot {
+            self.refill.notify_one();
         }
         self.freed.notify_waiters();
     }
 }
 
 impl State {
+    fn start_preparing(&mut self, key: &Key, lang: usize) {
+        *self.preparing.entry(key.clone()).or_default() += 1;
+        self.langs[lang].preparing += 1;
+    }
+
+    fn stop_preparing(&mut self, key: &Key, lang: usize) {
+        self.langs[lang].preparing = self.langs[lang].preparing.saturating_sub(1);
+        if let Some(n) = self.preparing.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.preparing.remove(key);
+            }
+        }
+    }
+
     /// Removes the least recently used idle bound worker, or else a generic one
     /// (of the other language: the caller's own would have been taken); its slot
     /// passes to the caller.
-    fn evict_lru(&mut self) -> Option<Worker> {
-        let lru = self.idle.iter().filter_map(|(k, list)| list.first().map(|i| (i.since, k))).min();
-        let Some(key) = lru.map(|(_, k)| k.clone()) else {
+    fn evict_lru(&mut self) -> Option<Arc<Worker>> {
+        let lru = self
+            .bound
+            .iter()
+            .flat_map(|(k, list)| list.iter().map(move |b| (k, b)))
+            .filter(|(_, b)| b.worker.in_flight() == 0)
+            .min_by_key(|(_, b)| b.last_used)
+            .map(|(k, b)| (k.clone(), b.worker.id));
+        let Some((key, id)) = lru else {
             let worker = self.langs.iter_mut().find_map(|l| l.generic.pop())?;
             self.forget(&worker);
             return Some(worker);
         };
-        let list = self.idle.get_mut(&key)?;
-        let worker = list.remove(0).worker;
+        let list = self.bound.get_mut(&key)?;
+        let at = list.iter().position(|b| b.worker.id == id)?;
+        let worker = list.remove(at).worker;
         if list.is_empty() {
-            self.idle.remove(&key);
-        }
-        self.unbind(&key);
-        if let Some(lang) = lang_index(worker.language) {
-            self.langs[lang].idle = self.langs[lang].idle.saturating_sub(1);
+            self.bound.remove(&key);
         }
         self.forget(&worker);
+        worker.kill();
         Some(worker)
     }
 
-    fn unbind(&mut self, key: &Key) {
-        if let Some(n) = self.bound.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                self.bound.remove(key);
-            }
+    /// Takes worker `id` out of `key`'s workers; false when it was not there.
+    fn unbind(&mut self, key: &Key, id: u64) -> bool {
+        let Some(list) = self.bound.get_mut(key) else { return false };
+        let Some(at) = list.iter().position(|b| b.worker.id == id) else { return false };
+        list.remove(at);
+        if list.is_empty() {
+            self.bound.remove(key);
         }
+        true
     }
 
     fn forget(&mut self, worker: &Worker) {

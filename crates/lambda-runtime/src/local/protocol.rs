@@ -59,6 +59,9 @@ pub(crate) struct Response {
     pub logs: Vec<String>,
     #[serde(default)]
     pub error: Option<ErrorFrame>,
+    /// CPU time the host measured for this request (its whole process, µs).
+    #[serde(default)]
+    pub cpu_us: Option<u64>,
 }
 
 impl Response {

@@ -1,11 +1,13 @@
 //! One interpreter process speaking the worker protocol. Its handle owns the
 //! child and kills the child's whole process group when dropped.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lambda_core::{ErrorCode, LambdaError, Language};
@@ -15,6 +17,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
 
 use super::protocol::{self, FrameRead, Response};
 
@@ -60,14 +64,14 @@ impl WorkerCommand {
     }
 }
 
-/// CPU time and peak memory of the last invocation, where the cgroup measures them.
+/// CPU time and peak memory of one invocation.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Usage {
     pub cpu_us: Option<u64>,
     pub peak_memory_bytes: Option<u64>,
 }
 
-/// Why an exchange with a worker failed. Every fault discards the worker.
+/// Why an exchange with a worker failed. Every fault but `NotStarted` discards the worker.
 #[derive(Debug)]
 pub(crate) enum WorkerFault {
     /// EOF on the protocol channel: the process exited or was killed.
@@ -78,6 +82,11 @@ pub(crate) enum WorkerFault {
     Oversize(usize),
     /// A sandbox limit was hit (`memory`, `processes`): the cgroup counted it.
     Limit(&'static str, String),
+    /// The worker died while this request still waited behind another one:
+    /// it never ran, so it may run on another worker.
+    NotStarted,
+    /// The request's deadline passed before its answer came (the caller maps it to a timeout).
+    Deadline,
 }
 
 impl WorkerFault {
@@ -100,27 +109,91 @@ impl WorkerFault {
             Self::Limit(limit, message) => {
                 LambdaError::new(ErrorCode::ResourceLimit, message).with("limit", limit)
             }
+            Self::NotStarted => LambdaError::unavailable("the worker was lost before the execution started"),
+            Self::Deadline => LambdaError::new(ErrorCode::Timeout, "the deadline passed"),
         }
     }
 }
 
+/// What a request gets back: the host's frame and what the worker used for it.
+pub(crate) type Reply = Result<(Response, Usage), WorkerFault>;
+
+/// A request written to the worker, waiting for its response frame.
+struct Pending {
+    seq: u64,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// One request for the writer task: its encoded frame and where the answer goes.
+struct Job {
+    frame: Vec<u8>,
+    seq: u64,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What the worker handle and its two I/O tasks share.
+struct Shared {
+    id: u64,
+    /// Requests written (or being written), oldest first; the host answers in order.
+    pending: Mutex<VecDeque<Pending>>,
+    /// The worker's sandbox (its cgroup): dropped last, killing what is left.
+    jail: Option<Jail>,
+    /// Limit events already accounted for.
+    events: Mutex<CgroupEvents>,
+    limits: (u64, u64),
+    pgid: Option<Pid>,
+    /// Set once the worker is killed or its reader ended: it takes no more requests.
+    dead: AtomicBool,
+}
+
+impl Shared {
+    fn cgroup(&self) -> Option<&Cgroup> {
+        self.jail.as_ref().and_then(Jail::cgroup)
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+        if let Some(pgid) = self.pgid {
+            // ESRCH (already gone) is the expected outcome for a worker that exited.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// The sandbox limit hit since the last check, if any: `memory` (an OOM
+    /// kill; or the limit reached by a worker that then died) or `processes`.
+    fn limit_hit(&self, died: bool) -> Option<WorkerFault> {
+        let now = self.cgroup()?.events();
+        let before = std::mem::replace(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()), now);
+        let (memory, pids) = self.limits;
+        if now.oom_kills > before.oom_kills || (died && now.memory_limit_hits > before.memory_limit_hits) {
+            let message = format!("the script exceeded the memory limit of {} MiB", memory >> 20);
+            return Some(WorkerFault::Limit("memory", message));
+        }
+        if now.pids_max_hits > before.pids_max_hits {
+            let message = format!("the script exceeded the limit of {pids} processes and threads");
+            return Some(WorkerFault::Limit("processes", message));
+        }
+        None
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A live interpreter process speaking the worker protocol. Requests are
+/// pipelined: several may be written before the first is answered, and the
+/// host runs them one after another (DESIGN.md, "Runtimes"). A writer task
+/// sends every queued frame in one write, a reader task matches response
+/// frames to requests in order. Dropping the handle kills the process group.
 pub(crate) struct Worker {
     pub id: u64,
     pub language: Language,
-    pgid: Option<Pid>,
-    /// The worker's sandbox (its cgroup): dropped after `child`, killing what is left.
-    jail: Option<Jail>,
-    /// Limit events already accounted for.
-    events: CgroupEvents,
-    usage: Usage,
-    limits: (u64, u64),
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    /// Reused request and response buffers: the warm path allocates only the JSON values.
-    out: Vec<u8>,
-    line: Vec<u8>,
-    max_frame: usize,
+    shared: Arc<Shared>,
+    jobs: mpsc::UnboundedSender<Job>,
+    next_seq: AtomicU64,
+    /// Requests sent and not yet answered (maintained by the pool's leases).
+    pub in_flight: AtomicUsize,
 }
 
 impl Worker {
@@ -158,142 +231,232 @@ impl Worker {
             tokio::spawn(drain_stderr(stderr, id));
         }
         let pgid = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
-        let mut worker = Self {
+        let shared = Arc::new(Shared {
+            id,
+            pending: Mutex::new(VecDeque::new()),
+            jail,
+            events: Mutex::new(CgroupEvents::default()),
+            limits,
+            pgid,
+            dead: AtomicBool::new(false),
+        });
+        let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
+        let mut line = Vec::with_capacity(4096);
+        let ready = protocol::read_frame(&mut stdout, &mut line, cmd.max_frame).await;
+        let ready = match ready {
+            Ok(FrameRead::Line) => Response::parse(&line).ok(),
+            _ => None,
+        };
+        match ready {
+            Some(r) if r.ok && r.ready => {}
+            Some(_) => return Err(io::Error::other("worker host did not start with a ready frame")),
+            None => {
+                let status = exit_status(&mut child, &shared).await;
+                return Err(io::Error::other(format!("worker host exited at start ({status})")));
+            }
+        }
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(stdin, rx, shared.clone()));
+        tokio::spawn(read_loop(stdout, line, child, cmd.max_frame, shared.clone()));
+        Ok(Self {
             id,
             language: cmd.language,
-            pgid,
-            jail,
-            events: CgroupEvents::default(),
-            usage: Usage::default(),
-            limits,
-            child,
-            stdin,
-            stdout: BufReader::with_capacity(64 * 1024, stdout),
-            out: Vec::with_capacity(4096),
-            line: Vec::with_capacity(4096),
-            max_frame: cmd.max_frame,
-        };
-        match worker.read_response().await {
-            Ok(r) if r.ok && r.ready => Ok(worker),
-            Ok(_) => Err(io::Error::other("worker host did not start with a ready frame")),
-            Err(WorkerFault::Exited(status)) => {
-                Err(io::Error::other(format!("worker host exited at start ({status})")))
-            }
-            Err(_) => Err(io::Error::other("worker host wrote a bad ready frame")),
-        }
+            shared,
+            jobs,
+            next_seq: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+        })
     }
 
     pub(crate) fn pgid(&self) -> Option<Pid> {
-        self.pgid
+        self.shared.pgid
     }
 
-    fn cgroup(&self) -> Option<&Cgroup> {
-        self.jail.as_ref().and_then(Jail::cgroup)
+    /// True once the worker was killed or lost: it is only waiting to be dropped.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.shared.dead.load(Ordering::Acquire)
     }
 
-    /// CPU time and peak memory of the last invocation.
-    pub(crate) fn usage(&self) -> Usage {
-        self.usage
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
-    /// The sandbox limit hit since the last check, if any: `memory` (an OOM
-    /// kill; or the limit reached by a worker that then died) or `processes`.
-    pub(crate) fn limit_hit(&mut self, died: bool) -> Option<WorkerFault> {
-        let now = self.cgroup()?.events();
-        let before = std::mem::replace(&mut self.events, now);
-        let (memory, pids) = self.limits;
-        if now.oom_kills > before.oom_kills || (died && now.memory_limit_hits > before.memory_limit_hits) {
-            let message = format!("the script exceeded the memory limit of {} MiB", memory >> 20);
-            return Some(WorkerFault::Limit("memory", message));
-        }
-        if now.pids_max_hits > before.pids_max_hits {
-            let message = format!("the script exceeded the limit of {pids} processes and threads");
-            return Some(WorkerFault::Limit("processes", message));
-        }
-        None
+    /// The sandbox limit hit since the last check, if any.
+    pub(crate) fn limit_hit(&self) -> Option<WorkerFault> {
+        self.shared.limit_hit(false)
     }
 
-    /// A fault, or the sandbox limit behind it.
-    pub(crate) fn classify(&mut self, fault: WorkerFault) -> WorkerFault {
-        let died = matches!(fault, WorkerFault::Exited(_));
-        self.limit_hit(died).unwrap_or(fault)
-    }
-
-    pub(crate) async fn prepare(&mut self, script: &str) -> Result<Response, WorkerFault> {
-        protocol::encode_prepare(&mut self.out, script);
-        self.exchange().await
+    pub(crate) async fn prepare(&self, script: &str, deadline: Instant) -> Reply {
+        let mut frame = Vec::with_capacity(script.len() + 32);
+        protocol::encode_prepare(&mut frame, script);
+        self.call(frame, deadline).await
     }
 
     pub(crate) async fn invoke(
-        &mut self,
+        &self,
         params: &Value,
         context: &Value,
         request_id: &str,
-    ) -> Result<Response, WorkerFault> {
-        protocol::encode_invoke(&mut self.out, params, context, request_id);
-        let cpu_before = self.cgroup().and_then(|cg| {
-            cg.reset_peak();
-            cg.cpu_usage_us()
-        });
-        let response = self.exchange().await;
-        let cg = self.cgroup();
-        self.usage = Usage {
-            cpu_us: cpu_before.zip(cg.and_then(Cgroup::cpu_usage_us)).map(|(a, b)| b.saturating_sub(a)),
-            peak_memory_bytes: cg.and_then(Cgroup::peak_memory_bytes),
-        };
-        response
+        deadline: Instant,
+    ) -> Reply {
+        let mut frame = Vec::with_capacity(256);
+        protocol::encode_invoke(&mut frame, params, context, request_id);
+        self.call(frame, deadline).await
     }
 
-    /// Writes the request in `out` and reads one response frame.
-    async fn exchange(&mut self) -> Result<Response, WorkerFault> {
-        if self.stdin.write_all(&self.out).await.is_err() {
-            return Err(WorkerFault::Exited(self.exit_status().await));
+    /// Sends one request and waits for its answer until `deadline`. A request
+    /// still running at its deadline has its worker killed: the requests queued
+    /// behind it come back as [`WorkerFault::NotStarted`]. A waiter that gives
+    /// up (its deadline, or its client went away) leaves a watchdog behind, so
+    /// a request that hangs the worker is killed at its deadline all the same.
+    async fn call(&self, frame: Vec<u8>, deadline: Instant) -> Reply {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job { frame, seq, reply }).is_err() {
+            return Err(WorkerFault::NotStarted);
         }
-        if self.out.capacity() > 1 << 20 {
-            self.out = Vec::with_capacity(4096); // do not keep a huge params buffer per idle worker
-        }
-        let response = self.read_response().await;
-        if self.line.capacity() > 1 << 20 {
-            self.line = Vec::with_capacity(4096);
-        }
-        response
-    }
-
-    async fn read_response(&mut self) -> Result<Response, WorkerFault> {
-        match protocol::read_frame(&mut self.stdout, &mut self.line, self.max_frame).await {
-            Ok(FrameRead::Line) => Response::parse(&self.line).map_err(|_| WorkerFault::Malformed),
-            Ok(FrameRead::Oversize) => Err(WorkerFault::Oversize(self.max_frame)),
-            Ok(FrameRead::Eof) | Err(_) => Err(WorkerFault::Exited(self.exit_status().await)),
-        }
-    }
-
-    /// The exit status after EOF; a process that closed its stdout but lives on is killed.
-    async fn exit_status(&mut self) -> String {
-        match tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await {
-            Ok(Ok(status)) => match status.code() {
-                // The sandbox's init reports a killed worker as 128 + signal.
-                Some(code @ 129..=192) if self.jail.is_some() => format!("killed by signal {}", code - 128),
-                _ => status.to_string(),
-            },
-            Ok(Err(e)) => format!("status unknown: {e}"),
-            Err(_) => {
-                self.kill();
-                "closed its output".to_owned()
+        let mut watchdog = Watchdog { shared: Some(self.shared.clone()), seq, deadline };
+        match timeout_at(deadline, answer).await {
+            Ok(Ok(reply)) => {
+                watchdog.shared = None;
+                reply
             }
+            // The reader task ended without answering: the worker is gone.
+            Ok(Err(_)) => {
+                watchdog.shared = None;
+                Err(WorkerFault::NotStarted)
+            }
+            Err(_) => Err(WorkerFault::Deadline),
         }
     }
 
-    fn kill(&self) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH (already gone) is the expected outcome for a worker that exited.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
+    pub(crate) fn kill(&self) {
+        self.shared.kill();
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.kill();
+        self.shared.kill();
+    }
+}
+
+/// Kills the worker if the request `seq` is still the one running at `deadline`.
+struct Watchdog {
+    shared: Option<Arc<Shared>>,
+    seq: u64,
+    deadline: Instant,
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else { return };
+        let (seq, deadline) = (self.seq, self.deadline);
+        let kill = move || {
+            if shared.pending().front().is_some_and(|p| p.seq == seq) {
+                shared.kill();
+            }
+        };
+        if Instant::now() >= deadline {
+            kill();
+        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                kill();
+            });
+        }
+    }
+}
+
+/// Writes queued requests, every frame waiting at that moment in one write.
+async fn write_loop(mut stdin: ChildStdin, mut jobs: mpsc::UnboundedReceiver<Job>, shared: Arc<Shared>) {
+    let mut out = Vec::with_capacity(4096);
+    while let Some(job) = jobs.recv().await {
+        out.clear();
+        let mut next = Some(job);
+        while let Some(Job { frame, seq, reply }) = next {
+            out.extend_from_slice(&frame);
+            shared.pending().push_back(Pending { seq, reply });
+            next = jobs.try_recv().ok();
+        }
+        if stdin.write_all(&out).await.is_err() {
+            break; // the reader sees EOF and answers what is pending
+        }
+        if out.capacity() > 1 << 20 {
+            out = Vec::with_capacity(4096); // do not keep a huge params buffer per idle worker
+        }
+    }
+    // Requests that arrive after the end are refused by the closed channel.
+}
+
+/// Reads response frames and hands each to the oldest pending request. On
+/// EOF or a bad frame the worker is done: the request it was running gets the
+/// fault (or the sandbox limit behind it), the ones queued behind it `NotStarted`.
+async fn read_loop(
+    mut stdout: BufReader<ChildStdout>,
+    mut line: Vec<u8>,
+    mut child: Child,
+    max_frame: usize,
+    shared: Arc<Shared>,
+) {
+    let fault = loop {
+        let frame = match protocol::read_frame(&mut stdout, &mut line, max_frame).await {
+            Ok(FrameRead::Line) => Response::parse(&line).map_err(|_| WorkerFault::Malformed),
+            Ok(FrameRead::Oversize) => Err(WorkerFault::Oversize(max_frame)),
+            Ok(FrameRead::Eof) | Err(_) => break None,
+        };
+        let response = match frame {
+            Ok(response) => response,
+            Err(fault) => break Some(fault),
+        };
+        let cg = shared.cgroup();
+        let (head, idle) = {
+            let mut pending = shared.pending();
+            let head = pending.pop_front();
+            (head, pending.is_empty())
+        };
+        let Some(head) = head else { break Some(WorkerFault::Malformed) }; // an unasked frame
+        let usage =
+            Usage { cpu_us: response.cpu_us, peak_memory_bytes: cg.and_then(Cgroup::peak_memory_bytes) };
+        if idle && let Some(cg) = cg {
+            cg.reset_peak(); // the next request starts a new peak-memory window
+        }
+        let _ = head.reply.send(Ok((response, usage)));
+        if line.capacity() > 1 << 20 {
+            line = Vec::with_capacity(4096);
+        }
+    };
+    shared.dead.store(true, Ordering::Release);
+    let fault = match fault {
+        Some(fault) => fault,
+        None => WorkerFault::Exited(exit_status(&mut child, &shared).await),
+    };
+    shared.kill(); // whatever the script left running
+    let died = matches!(fault, WorkerFault::Exited(_));
+    let fault = shared.limit_hit(died).unwrap_or(fault);
+    let mut pending = std::mem::take(&mut *shared.pending());
+    if let Some(head) = pending.pop_front() {
+        let _ = head.reply.send(Err(fault));
+    }
+    for rest in pending {
+        let _ = rest.reply.send(Err(WorkerFault::NotStarted));
+    }
+    tracing::trace!(worker = shared.id, "worker reader ended");
+}
+
+/// The exit status after EOF; a process that closed its stdout but lives on is killed.
+async fn exit_status(child: &mut Child, shared: &Shared) -> String {
+    match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+        Ok(Ok(status)) => match status.code() {
+            // The sandbox's init reports a killed worker as 128 + signal.
+            Some(code @ 129..=192) if shared.jail.is_some() => format!("killed by signal {}", code - 128),
+            _ => status.to_string(),
+        },
+        Ok(Err(e)) => format!("status unknown: {e}"),
+        Err(_) => {
+            shared.kill();
+            "closed its output".to_owned()
+        }
     }
 }
 

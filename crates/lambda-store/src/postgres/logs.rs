@@ -2,63 +2,69 @@
 //! written in batches by the log pipeline.
 
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 
 use super::codec;
-use crate::{ErrorLog, LogEntry, RequestLog, SessionExecution, StoreError};
+use crate::batch::{self, ROWS_PER_INSERT, Tally};
+use crate::{ErrorLog, LogEntry, RequestLog, StoreError};
 
-/// All or nothing: the pipeline retries a failed batch whole.
+/// All or nothing: the pipeline retries a failed batch whole. Rows go in
+/// multi-row `INSERT`s in arrival order; each session's counter is updated
+/// once per batch.
 pub(super) async fn write(pool: &PgPool, batch: &[LogEntry]) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
     }
+    let grouped = batch::group(batch);
     let mut tx = pool.begin().await?;
-    for entry in batch {
-        match entry {
-            LogEntry::Request(r) => insert_request(&mut tx, r).await?,
-            LogEntry::Error(e) => insert_error(&mut tx, e).await?,
-            LogEntry::Execution(x) => count_execution(&mut tx, x).await?,
-        }
+    for chunk in grouped.requests.chunks(ROWS_PER_INSERT) {
+        insert_requests(&mut tx, chunk).await?;
+    }
+    for chunk in grouped.errors.chunks(ROWS_PER_INSERT) {
+        insert_errors(&mut tx, chunk).await?;
+    }
+    for tally in &grouped.tallies {
+        count_executions(&mut tx, tally).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-async fn insert_request(tx: &mut Transaction<'_, Postgres>, r: &RequestLog) -> Result<(), StoreError> {
-    sqlx::query(
+async fn insert_requests(tx: &mut Transaction<'_, Postgres>, rows: &[&RequestLog]) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::<Postgres>::new(
         "INSERT INTO public.request_logs (request_id, language_title, user_id, status_code, duration_ms, \
-         cached, request_payload, response_payload, runtime_metrics, error_code, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(codec::text(&r.request_id))
-    .bind(codec::text(&r.language_title))
-    .bind(codec::opt_text(r.user_id.as_deref()))
-    .bind(i32::from(r.status_code))
-    .bind(r.duration_ms)
-    .bind(r.cached)
-    .bind(codec::json(&r.request_payload))
-    .bind(codec::json(&r.response_payload))
-    .bind(codec::json(&r.runtime_metrics))
-    .bind(codec::opt_text(r.error_code.as_deref()))
-    .bind(r.created_at)
-    .execute(&mut **tx)
-    .await?;
+         cached, request_payload, response_payload, runtime_metrics, error_code, created_at) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(codec::text(&r.request_id))
+            .push_bind(codec::text(&r.language_title))
+            .push_bind(codec::opt_text(r.user_id.as_deref()))
+            .push_bind(i32::from(r.status_code))
+            .push_bind(r.duration_ms)
+            .push_bind(r.cached)
+            .push_bind(codec::json(&r.request_payload))
+            .push_bind(codec::json(&r.response_payload))
+            .push_bind(codec::json(&r.runtime_metrics))
+            .push_bind(codec::opt_text(r.error_code.as_deref()))
+            .push_bind(r.created_at);
+    });
+    q.build().execute(&mut **tx).await?;
     Ok(())
 }
 
-async fn insert_error(tx: &mut Transaction<'_, Postgres>, e: &ErrorLog) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO public.error_logs (request_id, language_title, error_code, message, details, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(codec::text(&e.request_id))
-    .bind(codec::text(&e.language_title))
-    .bind(codec::text(&e.error_code))
-    .bind(codec::text(&e.message))
-    .bind(codec::json(&e.details))
-    .bind(e.created_at)
-    .execute(&mut **tx)
-    .await?;
+async fn insert_errors(tx: &mut Transaction<'_, Postgres>, rows: &[&ErrorLog]) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "INSERT INTO public.error_logs (request_id, language_title, error_code, message, details, created_at) ",
+    );
+    q.push_values(rows, |mut b, e| {
+        b.push_bind(codec::text(&e.request_id))
+            .push_bind(codec::text(&e.language_title))
+            .push_bind(codec::text(&e.error_code))
+            .push_bind(codec::text(&e.message))
+            .push_bind(codec::json(&e.details))
+            .push_bind(e.created_at);
+    });
+    q.build().execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -66,16 +72,17 @@ async fn insert_error(tx: &mut Transaction<'_, Postgres>, e: &ErrorLog) -> Resul
 /// controllers, hence the GREATEST; the increment is atomic per row, so
 /// counters from every controller add up. A session purged meanwhile simply
 /// matches no row.
-async fn count_execution(tx: &mut Transaction<'_, Postgres>, x: &SessionExecution) -> Result<(), StoreError> {
+async fn count_executions(tx: &mut Transaction<'_, Postgres>, t: &Tally<'_>) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE meta.sessions SET execution_count = execution_count + 1, \
-         last_executed_at = GREATEST(last_executed_at, $1), \
-         status = CASE WHEN $2 THEN 'closed' ELSE status END \
-         WHERE request_id = $3",
+        "UPDATE meta.sessions SET execution_count = execution_count + $1, \
+         last_executed_at = GREATEST(last_executed_at, $2), \
+         status = CASE WHEN $3 THEN 'closed' ELSE status END \
+         WHERE request_id = $4",
     )
-    .bind(x.executed_at)
-    .bind(x.close)
-    .bind(codec::text(&x.request_id))
+    .bind(t.count)
+    .bind(t.last_executed_at)
+    .bind(t.close)
+    .bind(codec::text(t.request_id))
     .execute(&mut **tx)
     .await?;
     Ok(())

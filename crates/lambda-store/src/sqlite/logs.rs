@@ -2,80 +2,87 @@
 //! by the log pipeline.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::codec::{self, timestamp};
-use crate::{ErrorLog, LogEntry, RequestLog, SessionExecution, StoreError};
+use crate::batch::{self, ROWS_PER_INSERT, Tally};
+use crate::{ErrorLog, LogEntry, RequestLog, StoreError};
 
-/// All or nothing: the pipeline retries a failed batch whole.
+/// All or nothing: the pipeline retries a failed batch whole. Rows go in
+/// multi-row `INSERT`s in arrival order; each session's counter is updated
+/// once per batch.
 pub(super) async fn write(pool: &SqlitePool, batch: &[LogEntry]) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
     }
+    let grouped = batch::group(batch);
     let mut tx = pool.begin().await?;
-    for entry in batch {
-        match entry {
-            LogEntry::Request(r) => insert_request(&mut tx, r).await?,
-            LogEntry::Error(e) => insert_error(&mut tx, e).await?,
-            LogEntry::Execution(x) => count_execution(&mut tx, x).await?,
-        }
+    for chunk in grouped.requests.chunks(ROWS_PER_INSERT) {
+        insert_requests(&mut tx, chunk).await?;
+    }
+    for chunk in grouped.errors.chunks(ROWS_PER_INSERT) {
+        insert_errors(&mut tx, chunk).await?;
+    }
+    for tally in &grouped.tallies {
+        count_executions(&mut tx, tally).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-async fn insert_request(tx: &mut Transaction<'_, Sqlite>, r: &RequestLog) -> Result<(), StoreError> {
-    sqlx::query(
+async fn insert_requests(tx: &mut Transaction<'_, Sqlite>, rows: &[&RequestLog]) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::<Sqlite>::new(
         "INSERT INTO request_logs (request_id, language_title, user_id, status_code, duration_ms, cached, \
-         request_payload, response_payload, runtime_metrics, error_code, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&r.request_id)
-    .bind(&r.language_title)
-    .bind(&r.user_id)
-    .bind(i64::from(r.status_code))
-    .bind(r.duration_ms)
-    .bind(r.cached)
-    .bind(codec::json(&r.request_payload))
-    .bind(codec::json(&r.response_payload))
-    .bind(codec::json(&r.runtime_metrics))
-    .bind(&r.error_code)
-    .bind(timestamp(r.created_at))
-    .execute(&mut **tx)
-    .await?;
+         request_payload, response_payload, runtime_metrics, error_code, created_at) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(&r.request_id)
+            .push_bind(&r.language_title)
+            .push_bind(&r.user_id)
+            .push_bind(i64::from(r.status_code))
+            .push_bind(r.duration_ms)
+            .push_bind(r.cached)
+            .push_bind(codec::json(&r.request_payload))
+            .push_bind(codec::json(&r.response_payload))
+            .push_bind(codec::json(&r.runtime_metrics))
+            .push_bind(&r.error_code)
+            .push_bind(timestamp(r.created_at));
+    });
+    q.build().execute(&mut **tx).await?;
     Ok(())
 }
 
-async fn insert_error(tx: &mut Transaction<'_, Sqlite>, e: &ErrorLog) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO error_logs (request_id, language_title, error_code, message, details, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&e.request_id)
-    .bind(&e.language_title)
-    .bind(&e.error_code)
-    .bind(&e.message)
-    .bind(codec::json(&e.details))
-    .bind(timestamp(e.created_at))
-    .execute(&mut **tx)
-    .await?;
+async fn insert_errors(tx: &mut Transaction<'_, Sqlite>, rows: &[&ErrorLog]) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO error_logs (request_id, language_title, error_code, message, details, created_at) ",
+    );
+    q.push_values(rows, |mut b, e| {
+        b.push_bind(&e.request_id)
+            .push_bind(&e.language_title)
+            .push_bind(&e.error_code)
+            .push_bind(&e.message)
+            .push_bind(codec::json(&e.details))
+            .push_bind(timestamp(e.created_at));
+    });
+    q.build().execute(&mut **tx).await?;
     Ok(())
 }
 
 /// Batches may arrive out of order after a spill, hence the max. A session
 /// purged meanwhile simply matches no row.
-async fn count_execution(tx: &mut Transaction<'_, Sqlite>, x: &SessionExecution) -> Result<(), StoreError> {
-    let at = timestamp(x.executed_at);
+async fn count_executions(tx: &mut Transaction<'_, Sqlite>, t: &Tally<'_>) -> Result<(), StoreError> {
+    let at = timestamp(t.last_executed_at);
     sqlx::query(
-        "UPDATE sessions SET execution_count = execution_count + 1, \
+        "UPDATE sessions SET execution_count = execution_count + ?, \
          last_executed_at = MAX(COALESCE(last_executed_at, ?), ?), \
          status = CASE WHEN ? THEN 'closed' ELSE status END \
          WHERE request_id = ?",
     )
+    .bind(t.count)
     .bind(at)
     .bind(at)
-    .bind(x.close)
-    .bind(&x.request_id)
+    .bind(t.close)
+    .bind(t.request_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
