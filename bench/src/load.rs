@@ -17,6 +17,10 @@ use tokio::net::TcpStream;
 /// Builds the `n`-th request of a connection.
 pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
 
+/// Builds a second request from the body of the first (e.g. an execute of the
+/// session an initialize created); the pair is measured as one.
+pub type FollowUp = Arc<dyn Fn(u64, &[u8]) -> Option<Request<Full<Bytes>>> + Send + Sync>;
+
 /// What one case measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -36,6 +40,7 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 async fn connection(
     addr: SocketAddr,
     make: MakeRequest,
+    follow: Option<FollowUp>,
     warmup_until: Instant,
     until: Instant,
     seed: u64,
@@ -53,8 +58,18 @@ async fn connection(
             break;
         }
         let response = sender.send_request(make(n)).await?;
-        let ok = response.status().is_success();
-        response.into_body().collect().await?;
+        let mut ok = response.status().is_success();
+        let body = response.into_body().collect().await?.to_bytes();
+        if let Some(follow) = follow.as_ref().filter(|_| ok) {
+            match follow(n, &body) {
+                Some(request) => {
+                    let response = sender.send_request(request).await?;
+                    ok = response.status().is_success();
+                    response.into_body().collect().await?;
+                }
+                None => ok = false,
+            }
+        }
         n += 1_000_000;
         if started < warmup_until {
             continue;
@@ -75,11 +90,23 @@ pub async fn run(
     duration: Duration,
     make: MakeRequest,
 ) -> anyhow::Result<Stats> {
+    run_chained(addr, concurrency, warmup, duration, make, None).await
+}
+
+/// As [`run`], each request followed by the one `follow` makes of its answer.
+pub async fn run_chained(
+    addr: SocketAddr,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    make: MakeRequest,
+    follow: Option<FollowUp>,
+) -> anyhow::Result<Stats> {
     let start = Instant::now();
     let warmup_until = start + warmup;
     let until = warmup_until + duration;
     let tasks: Vec<_> = (0..concurrency)
-        .map(|i| tokio::spawn(connection(addr, make.clone(), warmup_until, until, i as u64)))
+        .map(|i| tokio::spawn(connection(addr, make.clone(), follow.clone(), warmup_until, until, i as u64)))
         .collect();
     let mut total = histogram()?;
     let mut errors = 0;

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Bytes;
-use load::{MakeRequest, Stats};
+use load::{FollowUp, MakeRequest, Stats};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -104,6 +104,25 @@ async fn initialize(addr: SocketAddr, title: &str, script: &str) -> anyhow::Resu
 
 fn adder(addr: SocketAddr, path: String, headers: Vec<(&'static str, &'static str)>) -> MakeRequest {
     Arc::new(move |n| post(addr, &path, &headers, &json!({ "params": { "a": n % 1000, "b": 1 } })))
+}
+
+/// Initializes of a new script each time (`salt` keeps two cases' scripts apart).
+fn new_scripts(addr: SocketAddr, language: &'static str, salt: u64) -> MakeRequest {
+    let title = format!("{language}-bench-init");
+    Arc::new(move |n| {
+        let n = n * 2 + salt;
+        let script = match language {
+            "nodejs" => format!("return event.params.a + {n};"),
+            "python" => format!("result = params['a'] + {n}"),
+            _ => format!("{RUST_ADDER}// {n}\n"),
+        };
+        post(
+            addr,
+            "/api/v1/initialize",
+            &[("language-title", title.as_str())],
+            &json!({ "script_content": script }),
+        )
+    })
 }
 
 const NODE_FLOOR: &str = "floor: node http";
@@ -262,24 +281,24 @@ async fn main() -> anyhow::Result<()> {
         }
 
         println!("{language}: initialize …");
-        let title = format!("{language}-bench-init");
-        let init: MakeRequest = Arc::new(move |n| {
-            let script = match language {
-                "nodejs" => format!("return event.params.a + {n};"),
-                "python" => format!("result = params['a'] + {n}"),
-                _ => format!("{RUST_ADDER}// {n}\n"),
-            };
-            post(
-                addr,
-                "/api/v1/initialize",
-                &[("language-title", title.as_str())],
-                &json!({ "script_content": script }),
-            )
-        });
         let concurrency = if language == "rust" { 1 } else { 2 };
-        let stats = load::run(addr, concurrency, warmup, duration, init).await?;
+        let init = |salt| new_scripts(addr, language, salt);
+        let stats = load::run(addr, concurrency, warmup, duration, init(0)).await?;
         cases.push(Case {
             name: format!("{language}: initialize (new script each)"),
+            stats,
+            ratio_rps: None,
+            floor: None,
+        });
+        // The cold start as a client sees it: a new script's first result.
+        let first: FollowUp = Arc::new(move |n, body| {
+            let id = serde_json::from_slice::<Value>(body).ok()?["request_id"].as_str()?.to_owned();
+            let params = json!({ "params": { "a": n % 1000, "b": 1 } });
+            Some(post(addr, &format!("/api/v1/execute/{id}"), &[("x-cache-control", "no-store")], &params))
+        });
+        let stats = load::run_chained(addr, concurrency, warmup, duration, init(1), Some(first)).await?;
+        cases.push(Case {
+            name: format!("{language}: initialize + first execute (new script each)"),
             stats,
             ratio_rps: None,
             floor: None,

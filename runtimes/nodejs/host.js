@@ -3,6 +3,7 @@
 // One JSON frame per line: requests on stdin, responses on fd 1. Usage:
 //   node host.js <max_log_lines> <max_log_bytes> <max_result_bytes>
 // Frames: {"op":"prepare","script":".."} -> {"ok":true} | {"ok":false,"error":{..}}
+//         {"op":"check","script":".."} -> {"ok":true,"load":bool} | {"ok":false,"error":{..}}
 //         {"op":"invoke","params":..,"context":..,"request_id":".."}
 //           -> {"ok":true,"result":..,"logs":[..]} | {"ok":false,"error":{..},"logs":[..]}
 // On start the host writes {"ok":true,"ready":true}. stdin is read with blocking
@@ -173,6 +174,20 @@ function compile(wrapper, source) {
   return new vm.Script(wrapper + '\n' + source + '\n})', { filename: FILENAME, lineOffset: -1 }).runInThisContext();
 }
 
+// Compiles without running anything: the checker worker, shared by every
+// owner, answers initialize with it. `load` says the script runs code when it
+// loads (the module form), which only a worker of its own may do.
+function check(source) {
+  const load = MODULE_FORM.test(source);
+  const wrapper = load ? '(function (exports, require, module, __filename, __dirname) {' : '(async function (event, require) {';
+  try {
+    new vm.Script(wrapper + '\n' + source + '\n})', { filename: FILENAME, lineOffset: -1 });
+  } catch (e) {
+    return { ok: false, error: syntaxError(e) };
+  }
+  return { ok: true, load };
+}
+
 function prepare(source) {
   let fn;
   try {
@@ -267,6 +282,7 @@ async function main() {
       writeFrame(answer.slice(0, -1) + ',"cpu_us":' + (used.user + used.system) + '}');
     }
     else if (req.op === 'prepare') writeFrame(JSON.stringify(prepare(String(req.script))));
+    else if (req.op === 'check') writeFrame(JSON.stringify(check(String(req.script))));
     else writeFrame(JSON.stringify({ ok: false, error: { kind: 'protocol', message: 'unknown op' } }));
   }
 }

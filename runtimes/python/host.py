@@ -6,6 +6,7 @@ one after another; each answer is written before the next request runs, so
 a script that kills its worker never takes an earlier answer with it.
 Usage: python3 -I -S host.py <max_log_lines> <max_log_bytes> <max_result_bytes>
   {"op":"prepare","script":".."} -> {"ok":true} | {"ok":false,"error":{..}}
+  {"op":"check","script":".."} -> {"ok":true,"load":bool} | {"ok":false,"error":{..}}
   {"op":"invoke","params":..,"context":..,"request_id":".."}
     -> {"ok":true,"result":..,"logs":[..]} | {"ok":false,"error":{..},"logs":[..]}
 On start the host writes {"ok":true,"ready":true}. fd 1 itself is pointed at
@@ -147,6 +148,30 @@ class Prepared:
 PREPARED = None
 
 
+def syntax_error(e):
+    error = {"kind": "compile", "message": f"SyntaxError: {e.msg}"}
+    if e.lineno is not None:
+        error["line"] = e.lineno
+    if e.offset is not None:
+        error["column"] = e.offset
+    return {"ok": False, "error": error}
+
+
+def check(source):
+    """Compiles without running anything: the checker worker, shared by every
+    owner, answers initialize with it. `load` says the script runs code when it
+    loads (the handler form), which only a worker of its own may do."""
+    try:
+        tree = compile(source, FILENAME, "exec", ast.PyCF_ONLY_AST)
+        compile(tree, FILENAME, "exec")
+    except SyntaxError as e:
+        return syntax_error(e)
+    except (RecursionError, MemoryError, ValueError) as e:
+        return {"ok": False, "error": {"kind": "compile", "message": f"{type(e).__name__}: {e}"}}
+    load = any(isinstance(n, ast.FunctionDef) and n.name == "handle" for n in tree.body)
+    return {"ok": True, "load": load}
+
+
 def prepare(source):
     global PREPARED
     import linecache
@@ -156,12 +181,7 @@ def prepare(source):
         tree = compile(source, FILENAME, "exec", ast.PyCF_ONLY_AST)
         code = compile(tree, FILENAME, "exec")
     except SyntaxError as e:
-        error = {"kind": "compile", "message": f"SyntaxError: {e.msg}"}
-        if e.lineno is not None:
-            error["line"] = e.lineno
-        if e.offset is not None:
-            error["column"] = e.offset
-        return {"ok": False, "error": error}
+        return syntax_error(e)
     prepared = Prepared()
     if any(isinstance(n, ast.FunctionDef) and n.name == "handle" for n in tree.body):
         scope = {"__name__": "__script__", "__builtins__": builtins}
@@ -238,6 +258,8 @@ def main():
             write_frame(answer[:-1] + b',"cpu_us":%d}' % ((process_time_ns() - cpu) // 1000))
         elif op == "prepare":
             write_frame(frame(prepare(str(req.get("script", "")))))
+        elif op == "check":
+            write_frame(frame(check(str(req.get("script", "")))))
         else:
             write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "unknown op"}}))
 

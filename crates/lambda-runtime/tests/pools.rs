@@ -185,6 +185,7 @@ async fn shutdown_kills_busy_workers() {
         .prepare(Language::Nodejs, "await new Promise((r) => setTimeout(r, 60000));\nreturn 1;")
         .await
         .expect("ok");
+    eventually(&h.rt, Language::Nodejs, |c| c.idle == 1).await; // loaded ahead of the execute
     let rt = h.rt.clone();
     let call = tokio::spawn(async move { rt.invoke(invocation(&s, "alice", json!({}))).await });
     eventually(&h.rt, Language::Nodejs, |c| c.busy == 1).await;
@@ -255,5 +256,25 @@ async fn a_worker_killed_mid_queue_keeps_the_answers_it_gave() {
             (n, r) => assert_eq!(r.map(|o| o.result).map_err(|e| e.error), Ok(json!(n)), "request {n}"),
         }
     }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn initialize_compiles_in_the_checker_and_loads_ahead() {
+    let h = start().await;
+    // The checker only compiles: a script that kills its process on load is fine to initialize.
+    let s = h.prepare(Language::Python, "import os\nos._exit(1)").await.expect("compiles");
+    let e = h.invoke(&s, json!({})).await.expect_err("exits when it runs");
+    assert_eq!(e.error.code, ErrorCode::RuntimeError);
+    let e = h.prepare(Language::Python, "result = (").await.expect_err("syntax error");
+    assert_eq!(e.code, ErrorCode::CompileError);
+    // A body-form script is loaded into a generic worker before its first execute.
+    let s = h.prepare(Language::Nodejs, "return event.params.n + 1;").await.expect("compiles");
+    eventually(&h.rt, Language::Nodejs, |c| c.idle == 1).await;
+    let out = h.invoke(&s, json!({"n": 1})).await.expect("runs");
+    assert_eq!((out.result, out.metrics.cold_start), (json!(2), false));
+    // A module-form script still loads at initialize, so its load errors are answered there.
+    let e = h.prepare(Language::Nodejs, "module.exports = 42;").await.expect_err("not a function");
+    assert_eq!(e.code, ErrorCode::CompileError);
     h.shutdown().await;
 }

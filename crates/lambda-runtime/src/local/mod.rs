@@ -23,7 +23,7 @@ pub use config::{LocalRuntimeConfig, resolve_interpreter};
 use lease::Lease;
 use pool::{Key, LANGUAGES, Pool, lang_index};
 use protocol::Response;
-use worker::{Usage, WorkerFault, worker_command};
+use worker::{Usage, Worker, WorkerFault, worker_command};
 
 use crate::{
     Invocation, InvokeError, InvokeOutcome, PrepareRequest, Runtime, RuntimeHealth, RuntimeMetrics,
@@ -46,6 +46,8 @@ pub struct StartError {
 /// Node.js and Python worker pools behind the [`Runtime`] trait.
 pub struct LocalRuntime {
     pool: Arc<Pool>,
+    /// Per language, a worker that compiles scripts for initialize and never runs one.
+    checkers: [tokio::sync::Mutex<Option<Arc<Worker>>>; 2],
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -88,7 +90,13 @@ impl LocalRuntime {
             tokio::spawn(refill_loop(pool.clone())),
             tokio::spawn(reap_loop(pool.clone(), idle_timeout)),
         ];
-        Ok(Arc::new(Self { pool, tasks: Mutex::new(tasks) }))
+        let rt = Arc::new(Self { pool, checkers: Default::default(), tasks: Mutex::new(tasks) });
+        for (lang, language) in LANGUAGES.iter().enumerate() {
+            if let Err(e) = rt.checker(lang).await {
+                tracing::warn!(%language, error = %e.message, "checker did not start");
+            }
+        }
+        Ok(rt)
     }
 
     fn served(language: Language) -> Result<usize, LambdaError> {
@@ -163,6 +171,66 @@ async fn run(lease: &mut Lease, inv: &Invocation, deadline: Instant) -> Result<R
     Ok(Ran::Answer(response, usage))
 }
 
+/// What the checker found in a script that compiles.
+enum Checked {
+    /// Nothing runs when it loads: any worker can load it later.
+    Ready,
+    /// It runs code when it loads: load it in a worker of its own now.
+    Load,
+}
+
+impl LocalRuntime {
+    /// The language's checker, started again if it died.
+    async fn checker(&self, lang: usize) -> Result<Arc<Worker>, LambdaError> {
+        let mut slot = self.checkers[lang].lock().await;
+        if let Some(w) = slot.as_ref().filter(|w| !w.is_dead()) {
+            return Ok(w.clone());
+        }
+        let worker = Arc::new(self.pool.spawn(lang).await?);
+        if let Some(old) = slot.replace(worker.clone()) {
+            self.pool.lock().forget(&old);
+        }
+        Ok(worker)
+    }
+
+    async fn check(&self, lang: usize, source: &str, deadline: Instant) -> Result<Checked, LambdaError> {
+        for _ in 0..2 {
+            let checker = timeout_at(deadline, self.checker(lang))
+                .await
+                .map_err(|_| LambdaError::unavailable("no checker available"))??;
+            return match checker.check(source, deadline).await {
+                Ok((answer, _)) if answer.ok => Ok(if answer.load { Checked::Load } else { Checked::Ready }),
+                Ok((answer, _)) => Err(answer.error.unwrap_or_default().into_error()),
+                Err(WorkerFault::NotStarted) => continue, // lost with another script: once more
+                Err(WorkerFault::Deadline) => {
+                    checker.kill();
+                    Err(timeout_error(self.pool.config.prepare_timeout, "compiling the script"))
+                }
+                Err(fault) => Err(LambdaError::new(
+                    ErrorCode::CompileError,
+                    format!("script failed to compile: {}", fault.into_error().message),
+                )),
+            };
+        }
+        Err(LambdaError::unavailable("the checker was lost twice"))
+    }
+
+    /// Loads a checked script into a generic worker in the background, when
+    /// one is ready, so that the first execute finds it warm.
+    fn load_ahead(&self, key: Key, lang: usize, script: Arc<crate::Script>) {
+        let Some(mut lease) = self.pool.take_generic(&key, lang) else { return };
+        let limit = self.pool.config.prepare_timeout;
+        tokio::spawn(async move {
+            let deadline = Instant::now() + limit;
+            let Ok(worker) = lease.worker().await else { return };
+            match worker.prepare(&script.source, deadline).await {
+                Ok((prepared, _)) if prepared.ok => lease.release(),
+                _ => lease.discard(),
+            }
+        });
+    }
+}
+
 fn timeout_error(limit: Duration, what: &str) -> LambdaError {
     let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
     LambdaError::new(ErrorCode::Timeout, format!("{what} exceeded the timeout of {ms} ms"))
@@ -175,6 +243,12 @@ impl Runtime for LocalRuntime {
         LANGUAGES.to_vec()
     }
 
+    /// Compiles the script in the language's checker, a worker that never
+    /// runs user code. A script that runs nothing when it loads (the body and
+    /// script forms) is then ready: a generic worker loads it in the
+    /// background, ahead of its first execute. One that does run code when it
+    /// loads (module and handler forms) loads now, in a worker of its own, so
+    /// that its load errors are answered here.
     async fn prepare(&self, request: PrepareRequest) -> Result<(), LambdaError> {
         let lang = Self::served(request.script.language)?;
         let key: Key = (request.script.hash, request.owner.clone());
@@ -183,6 +257,13 @@ impl Runtime for LocalRuntime {
         }
         let limit = self.pool.config.prepare_timeout;
         let deadline = Instant::now() + limit;
+        match self.check(lang, &request.script.source, deadline).await? {
+            Checked::Ready => {
+                self.load_ahead(key, lang, request.script.clone());
+                return Ok(());
+            }
+            Checked::Load => {}
+        }
         let mut lease = timeout_at(deadline, self.pool.acquire(&key, lang))
             .await
             .map_err(|_| LambdaError::unavailable("no worker available"))??;

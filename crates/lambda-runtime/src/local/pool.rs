@@ -156,7 +156,11 @@ impl Pool {
             w.in_flight.fetch_add(1, Ordering::AcqRel);
             return Ok(Take::Warm(w));
         }
-        let room = alive + st.preparing.get(key).copied().unwrap_or(0) < self.config.max_workers_per_script;
+        let preparing = st.preparing.get(key).copied().unwrap_or(0);
+        if alive == 0 && preparing > 0 {
+            return Ok(Take::Wait); // a worker is loading this script right now: it comes first
+        }
+        let room = alive + preparing < self.config.max_workers_per_script;
         if room && let Some(w) = st.langs[lang].generic.pop() {
             self.refill.notify_one();
             st.start_preparing(key, lang);
@@ -181,6 +185,21 @@ impl Pool {
         };
         st.start_preparing(key, lang);
         Ok(take)
+    }
+
+    /// A generic worker for `key`, if one is ready and the key has no worker
+    /// yet (none loading either): for loading a script ahead of its first request.
+    pub(crate) fn take_generic(self: &Arc<Self>, key: &Key, lang: usize) -> Option<Lease> {
+        let mut st = self.lock();
+        if st.closed || st.bound.contains_key(key) || st.preparing.contains_key(key) {
+            return None;
+        }
+        let w = st.langs[lang].generic.pop()?;
+        self.refill.notify_one();
+        st.start_preparing(key, lang);
+        w.in_flight.fetch_add(1, Ordering::AcqRel);
+        drop(st);
+        Some(Lease::new(self.clone(), key.clone(), lang, Some(w), false))
     }
 
     /// True when some worker holds `key`'s script (so it is known to compile).
@@ -418,7 +437,7 @@ impl State {
         true
     }
 
-    fn forget(&mut self, worker: &Worker) {
+    pub(crate) fn forget(&mut self, worker: &Worker) {
         self.pgids.remove(&worker.id);
     }
 }

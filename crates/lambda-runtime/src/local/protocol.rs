@@ -32,6 +32,11 @@ pub(crate) fn encode_prepare(buf: &mut Vec<u8>, script: &str) {
     encode(buf, &PrepareFrame { op: "prepare", script });
 }
 
+/// Writes a check request (compile only, nothing runs) into `buf`, replacing its contents.
+pub(crate) fn encode_check(buf: &mut Vec<u8>, script: &str) {
+    encode(buf, &PrepareFrame { op: "check", script });
+}
+
 /// Writes an invoke request (with its newline) into `buf`, replacing its contents.
 pub(crate) fn encode_invoke(buf: &mut Vec<u8>, params: &Value, context: &Value, request_id: &str) {
     encode(buf, &InvokeFrame { op: "invoke", params, context, request_id });
@@ -59,6 +64,9 @@ pub(crate) struct Response {
     pub logs: Vec<String>,
     #[serde(default)]
     pub error: Option<ErrorFrame>,
+    /// A check's answer: the script runs code when it loads (module or handler form).
+    #[serde(default)]
+    pub load: bool,
     /// CPU time the host measured for this request (its whole process, µs).
     #[serde(default)]
     pub cpu_us: Option<u64>,

@@ -292,6 +292,13 @@ impl Worker {
         self.call(frame, deadline).await
     }
 
+    /// Compiles `script` without running any of it.
+    pub(crate) async fn check(&self, script: &str, deadline: Instant) -> Reply {
+        let mut frame = Vec::with_capacity(script.len() + 32);
+        protocol::encode_check(&mut frame, script);
+        self.call(frame, deadline).await
+    }
+
     pub(crate) async fn invoke(
         &self,
         params: &Value,
