@@ -142,8 +142,10 @@ pub struct ServeArgs {
     /// Upper bound on worker processes, all languages together.
     #[arg(long = "workers-max", env = "LAMBDA_WORKERS_MAX", default_value_t = 32)]
     pub workers_max: usize,
-    /// Upper bound on workers serving one script of one owner (its concurrency).
-    #[arg(long = "workers-per-script", env = "LAMBDA_WORKERS_PER_SCRIPT", default_value_t = 4)]
+    /// Upper bound on workers serving one script of one owner (its parallelism;
+    /// more requests queue in their pipelines). Default: the number of CPUs,
+    /// at least 2: more workers than cores only add context switches.
+    #[arg(long = "workers-per-script", env = "LAMBDA_WORKERS_PER_SCRIPT", default_value_t = default_workers_per_script())]
     pub workers_per_script: usize,
     /// Requests queued on one busy worker of a script at most (1 = strictly one at a time).
     #[arg(long = "worker-pipeline", env = "LAMBDA_WORKER_PIPELINE", default_value_t = 8)]
@@ -332,4 +334,8 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(secret(None, Some(&missing), "X").is_err_and(|e| e.starts_with("X_FILE")));
     }
+}
+
+fn default_workers_per_script() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
 }
