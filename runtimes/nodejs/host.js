@@ -4,6 +4,7 @@
 //   node host.js <max_log_lines> <max_log_bytes> <max_result_bytes>
 // Frames: {"op":"prepare","script":".."} -> {"ok":true} | {"ok":false,"error":{..}}
 //         {"op":"check","script":".."} -> {"ok":true,"load":bool} | {"ok":false,"error":{..}}
+// Every request carries a "seq" number and its answer repeats it.
 //         {"op":"invoke","params":..,"context":..,"request_id":".."}
 //           -> {"ok":true,"result":..,"logs":[..]} | {"ok":false,"error":{..},"logs":[..]}
 // On start the host writes {"ok":true,"ready":true}. stdin is read with blocking
@@ -275,15 +276,17 @@ async function main() {
       writeFrame(JSON.stringify({ ok: false, error: { kind: 'protocol', message: 'bad frame' } }));
       continue;
     }
+    // Every answer names its request: a frame a script forges is told apart.
+    const seq = Number(req.seq) || 0;
     if (req.op === 'invoke') {
       const cpu = process.cpuUsage();
       const answer = await invoke(req);
       const used = process.cpuUsage(cpu);
-      writeFrame(answer.slice(0, -1) + ',"cpu_us":' + (used.user + used.system) + '}');
+      writeFrame(answer.slice(0, -1) + ',"cpu_us":' + (used.user + used.system) + ',"seq":' + seq + '}');
     }
-    else if (req.op === 'prepare') writeFrame(JSON.stringify(prepare(String(req.script))));
-    else if (req.op === 'check') writeFrame(JSON.stringify(check(String(req.script))));
-    else writeFrame(JSON.stringify({ ok: false, error: { kind: 'protocol', message: 'unknown op' } }));
+    else if (req.op === 'prepare') writeFrame(JSON.stringify({ ...prepare(String(req.script)), seq }));
+    else if (req.op === 'check') writeFrame(JSON.stringify({ ...check(String(req.script)), seq }));
+    else writeFrame(JSON.stringify({ ok: false, error: { kind: 'protocol', message: 'unknown op' }, seq }));
   }
 }
 

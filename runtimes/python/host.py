@@ -7,6 +7,7 @@ a script that kills its worker never takes an earlier answer with it.
 Usage: python3 -I -S host.py <max_log_lines> <max_log_bytes> <max_result_bytes>
   {"op":"prepare","script":".."} -> {"ok":true} | {"ok":false,"error":{..}}
   {"op":"check","script":".."} -> {"ok":true,"load":bool} | {"ok":false,"error":{..}}
+Every request carries a "seq" number and its answer repeats it.
   {"op":"invoke","params":..,"context":..,"request_id":".."}
     -> {"ok":true,"result":..,"logs":[..]} | {"ok":false,"error":{..},"logs":[..]}
 On start the host writes {"ok":true,"ready":true}. fd 1 itself is pointed at
@@ -252,16 +253,18 @@ def main():
         except (ValueError, AttributeError):
             write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "bad frame"}}))
             continue
+        # Every answer names its request: a frame a script forges is told apart.
+        seq = req.get("seq") if isinstance(req.get("seq"), int) else 0
         if op == "invoke":
             cpu = process_time_ns()
             answer = invoke(req)
-            write_frame(answer[:-1] + b',"cpu_us":%d}' % ((process_time_ns() - cpu) // 1000))
+            write_frame(answer[:-1] + b',"cpu_us":%d,"seq":%d}' % ((process_time_ns() - cpu) // 1000, seq))
         elif op == "prepare":
-            write_frame(frame(prepare(str(req.get("script", "")))))
+            write_frame(frame({**prepare(str(req.get("script", ""))), "seq": seq}))
         elif op == "check":
-            write_frame(frame(check(str(req.get("script", "")))))
+            write_frame(frame({**check(str(req.get("script", ""))), "seq": seq}))
         else:
-            write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "unknown op"}}))
+            write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "unknown op"}, "seq": seq}))
 
 
 main()

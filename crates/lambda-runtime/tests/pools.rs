@@ -278,3 +278,21 @@ async fn initialize_compiles_in_the_checker_and_loads_ahead() {
     assert_eq!(e.code, ErrorCode::CompileError);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_forged_answer_fails_its_own_request_not_the_ones_behind_it() {
+    let h = one_worker_per_script().await;
+    let src = "if (event.params.forge) require('fs').writeSync(1, '{\"ok\":true,\"result\":\"forged\"}\\n');\n\
+               await new Promise((r) => setTimeout(r, 20));\nreturn event.params.n;";
+    let s = h.prepare(Language::Nodejs, src).await.expect("ok");
+    let runs = (0..5).map(|n| h.rt.invoke(invocation(&s, "alice", json!({"forge": n == 1, "n": n}))));
+    let results = futures::future::join_all(runs).await;
+    for (n, r) in results.into_iter().enumerate() {
+        match (n, r) {
+            (1, Err(e)) => assert_eq!(e.error.code, ErrorCode::RuntimeError, "{:?}", e.error),
+            (1, Ok(out)) => panic!("the forging request answered {:?}", out.result),
+            (n, r) => assert_eq!(r.map(|o| o.result).map_err(|e| e.error), Ok(json!(n)), "request {n}"),
+        }
+    }
+    h.shutdown().await;
+}

@@ -16,30 +16,32 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 #[derive(Serialize)]
 struct PrepareFrame<'a> {
     op: &'static str,
+    seq: u64,
     script: &'a str,
 }
 
 #[derive(Serialize)]
 struct InvokeFrame<'a> {
     op: &'static str,
+    seq: u64,
     params: &'a Value,
     context: &'a Value,
     request_id: &'a str,
 }
 
 /// Writes a prepare request (with its newline) into `buf`, replacing its contents.
-pub(crate) fn encode_prepare(buf: &mut Vec<u8>, script: &str) {
-    encode(buf, &PrepareFrame { op: "prepare", script });
+pub(crate) fn encode_prepare(buf: &mut Vec<u8>, seq: u64, script: &str) {
+    encode(buf, &PrepareFrame { op: "prepare", seq, script });
 }
 
 /// Writes a check request (compile only, nothing runs) into `buf`, replacing its contents.
-pub(crate) fn encode_check(buf: &mut Vec<u8>, script: &str) {
-    encode(buf, &PrepareFrame { op: "check", script });
+pub(crate) fn encode_check(buf: &mut Vec<u8>, seq: u64, script: &str) {
+    encode(buf, &PrepareFrame { op: "check", seq, script });
 }
 
 /// Writes an invoke request (with its newline) into `buf`, replacing its contents.
-pub(crate) fn encode_invoke(buf: &mut Vec<u8>, params: &Value, context: &Value, request_id: &str) {
-    encode(buf, &InvokeFrame { op: "invoke", params, context, request_id });
+pub(crate) fn encode_invoke(buf: &mut Vec<u8>, seq: u64, params: &Value, context: &Value, request_id: &str) {
+    encode(buf, &InvokeFrame { op: "invoke", seq, params, context, request_id });
 }
 
 fn encode(buf: &mut Vec<u8>, frame: &impl Serialize) {
@@ -64,6 +66,10 @@ pub(crate) struct Response {
     pub logs: Vec<String>,
     #[serde(default)]
     pub error: Option<ErrorFrame>,
+    /// The `seq` of the request this answers: a frame a script forged on the
+    /// channel cannot shift the answers of the requests queued behind.
+    #[serde(default)]
+    pub seq: Option<u64>,
     /// A check's answer: the script runs code when it loads (module or handler form).
     #[serde(default)]
     pub load: bool,
@@ -173,14 +179,17 @@ mod tests {
     #[test]
     fn invoke_frame_is_one_json_line() {
         let mut buf = Vec::new();
-        encode_invoke(&mut buf, &json!({"a": "x\ny"}), &json!({}), "r1");
+        encode_invoke(&mut buf, 7, &json!({"a": "x\ny"}), &json!({}), "r1");
         assert_eq!(buf.last(), Some(&b'\n'));
         assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: Value = serde_json::from_slice(&buf).expect("json");
-        assert_eq!(v, json!({"op": "invoke", "params": {"a": "x\ny"}, "context": {}, "request_id": "r1"}));
-        encode_prepare(&mut buf, "return 1;");
+        assert_eq!(
+            v,
+            json!({"op": "invoke", "seq": 7, "params": {"a": "x\ny"}, "context": {}, "request_id": "r1"})
+        );
+        encode_prepare(&mut buf, 8, "return 1;");
         let v: Value = serde_json::from_slice(&buf).expect("json");
-        assert_eq!(v, json!({"op": "prepare", "script": "return 1;"}));
+        assert_eq!(v, json!({"op": "prepare", "seq": 8, "script": "return 1;"}));
     }
 
     #[test]

@@ -287,16 +287,18 @@ impl Worker {
     }
 
     pub(crate) async fn prepare(&self, script: &str, deadline: Instant) -> Reply {
-        let mut frame = Vec::with_capacity(script.len() + 32);
-        protocol::encode_prepare(&mut frame, script);
-        self.call(frame, deadline).await
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(script.len() + 48);
+        protocol::encode_prepare(&mut frame, seq, script);
+        self.call(frame, seq, deadline).await
     }
 
     /// Compiles `script` without running any of it.
     pub(crate) async fn check(&self, script: &str, deadline: Instant) -> Reply {
-        let mut frame = Vec::with_capacity(script.len() + 32);
-        protocol::encode_check(&mut frame, script);
-        self.call(frame, deadline).await
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(script.len() + 48);
+        protocol::encode_check(&mut frame, seq, script);
+        self.call(frame, seq, deadline).await
     }
 
     pub(crate) async fn invoke(
@@ -306,9 +308,10 @@ impl Worker {
         request_id: &str,
         deadline: Instant,
     ) -> Reply {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::with_capacity(256);
-        protocol::encode_invoke(&mut frame, params, context, request_id);
-        self.call(frame, deadline).await
+        protocol::encode_invoke(&mut frame, seq, params, context, request_id);
+        self.call(frame, seq, deadline).await
     }
 
     /// Sends one request and waits for its answer until `deadline`. A request
@@ -316,8 +319,7 @@ impl Worker {
     /// behind it come back as [`WorkerFault::NotStarted`]. A waiter that gives
     /// up (its deadline, or its client went away) leaves a watchdog behind, so
     /// a request that hangs the worker is killed at its deadline all the same.
-    async fn call(&self, frame: Vec<u8>, deadline: Instant) -> Reply {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+    async fn call(&self, frame: Vec<u8>, seq: u64, deadline: Instant) -> Reply {
         let (reply, answer) = oneshot::channel();
         if self.jobs.send(Job { frame, seq, reply }).is_err() {
             return Err(WorkerFault::NotStarted);
@@ -423,6 +425,12 @@ async fn read_loop(
             (head, pending.is_empty())
         };
         let Some(head) = head else { break Some(WorkerFault::Malformed) }; // an unasked frame
+        if response.seq != Some(head.seq) {
+            // A frame the script wrote itself: it answers no request. Put the head
+            // back, so that it gets the fault, and end the worker.
+            shared.pending().push_front(head);
+            break Some(WorkerFault::Malformed);
+        }
         let usage =
             Usage { cpu_us: response.cpu_us, peak_memory_bytes: cg.and_then(Cgroup::peak_memory_bytes) };
         if idle && let Some(cg) = cg {
