@@ -381,6 +381,14 @@ impl Drop for Watchdog {
 async fn write_loop(mut stdin: ChildStdin, mut jobs: mpsc::UnboundedReceiver<Job>, shared: Arc<Shared>) {
     let mut out = Vec::with_capacity(4096);
     while let Some(job) = jobs.recv().await {
+        // Let the other ready tasks (requests being parsed) queue theirs first:
+        // one write, and one wake-up of the worker, for all of them. Waking a
+        // sleeping worker through its pipe was the controller's largest cost
+        // on the warm path; two yields took nodejs warm execute from 14.7k to
+        // 21.4k req/s and the controller from 84 to 53 µs of CPU per request
+        // (16 clients, 2 workers, this 2-vCPU VM).
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
         out.clear();
         let mut next = Some(job);
         while let Some(Job { frame, seq, reply }) = next {
