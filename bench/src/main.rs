@@ -328,6 +328,11 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_default()
         });
         let held = load::hold(addr, cli.hold, health).await?;
+        println!(
+            "controller RSS with {} idle connections open: {:.1} MB",
+            held.len(),
+            lambda.rss_bytes() as f64 / 1e6
+        );
         let id = initialize(addr, "nodejs-bench-held", SCRIPTS[0].1).await?;
         let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
         let stats = load::run(addr, c, warmup, duration, make).await?;
