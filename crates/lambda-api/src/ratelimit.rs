@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -182,7 +182,18 @@ fn headers(h: &mut HeaderMap, d: &Decision) {
     }
 }
 
-async fn limit(state: AppState, class: Class, request: Request, next: Next) -> Response {
+/// The quota a route draws from, by its route pattern.
+pub(crate) fn class_of(route: &str) -> Option<Class> {
+    if route.starts_with("/api/v1/execute/") {
+        Some(Class::Execute)
+    } else if route.starts_with("/api/v1/functions") {
+        Some(Class::Functions)
+    } else {
+        None
+    }
+}
+
+pub(crate) async fn limit(state: AppState, class: Class, request: Request, next: Next) -> Response {
     let Some(caller) = request.extensions().get::<Caller>().cloned() else { return next.run(request).await };
     let Some(per_minute) =
         NonZeroU32::new(quota(&state.config().rate_limits, class, caller.is_authenticated()))
@@ -222,14 +233,6 @@ async fn limit(state: AppState, class: Class, request: Request, next: Next) -> R
     let mut response = next.run(request).await;
     headers(response.headers_mut(), &decision);
     response
-}
-
-pub async fn limit_execute(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    limit(state, Class::Execute, request, next).await
-}
-
-pub async fn limit_functions(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    limit(state, Class::Functions, request, next).await
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub struct LiveSession {
     /// Epoch milliseconds of the last execute; 0 = never.
     last_executed_ms: AtomicI64,
     closed: AtomicBool,
+    /// The result-cache key's hash state over what every execute of this
+    /// session shares (script, owner, context): per execute only the params
+    /// are hashed.
+    pub(crate) cache_seed: std::sync::OnceLock<sha2::Sha256>,
 }
 
 impl LiveSession {
@@ -48,6 +52,7 @@ impl LiveSession {
         Self {
             owner: Arc::from(session.user_id.as_deref().unwrap_or("")),
             execution_count: AtomicI64::new(session.execution_count),
+            cache_seed: std::sync::OnceLock::new(),
             last_executed_ms: AtomicI64::new(session.last_executed_at.map_or(0, |t| t.timestamp_millis())),
             closed: AtomicBool::new(session.status == SessionStatus::Closed),
             script,

@@ -63,16 +63,21 @@ struct CachedResult {
     logs: Vec<String>,
 }
 
-/// Results are keyed by script, owner and the canonical params and context.
+/// Results are keyed by script, owner, the canonical context and the
+/// canonical params; the part every execute of a session shares is hashed once.
 fn cache_key(live: &LiveSession, params: &Value) -> String {
-    let mut h = Sha256::new();
-    h.update(live.session.script_hash.to_hex().as_bytes());
-    h.update([0]);
-    h.update(live.owner.as_bytes());
-    h.update([0]);
+    let seed = live.cache_seed.get_or_init(|| {
+        let mut h = Sha256::new();
+        h.update(live.session.script_hash.to_hex().as_bytes());
+        h.update([0]);
+        h.update(live.owner.as_bytes());
+        h.update([0]);
+        h.update(canonical_json(&live.session.context).as_bytes());
+        h.update([0]);
+        h
+    });
+    let mut h = seed.clone();
     h.update(canonical_json(params).as_bytes());
-    h.update([0]);
-    h.update(canonical_json(&live.session.context).as_bytes());
     format!("result:{}", hex::encode(h.finalize()))
 }
 
