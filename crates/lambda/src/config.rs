@@ -318,6 +318,10 @@ impl Config {
     }
 }
 
+fn default_workers_per_script() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,8 +338,4 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(secret(None, Some(&missing), "X").is_err_and(|e| e.starts_with("X_FILE")));
     }
-}
-
-fn default_workers_per_script() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
 }
