@@ -143,7 +143,7 @@ pub async fn execute(
         match state.schemas().check(state.store().as_ref(), function, &params).await {
             Ok(()) => {}
             Err(CheckError::Invalid(e)) => {
-                log_execution(&state, &live, &params, Err(&e), false, started, &RuntimeMetrics::default());
+                log_execution(&state, &live, params, Err(&e), false, started, &RuntimeMetrics::default());
                 return Err(at_session(e));
             }
             Err(CheckError::Store(e)) => {
@@ -160,8 +160,9 @@ pub async fn execute(
     {
         live.record_execution(Utc::now());
         let response = success_body(&live, hit.execution_time, true, hit.result, hit.logs, None);
-        log_execution(&state, &live, &params, Ok(&response), true, started, &RuntimeMetrics::default());
-        return Ok(Json(response).into_response());
+        let reply = json_response(&response);
+        log_execution(&state, &live, params, Ok(response), true, started, &RuntimeMetrics::default());
+        return Ok(reply);
     }
 
     let invocation = Invocation {
@@ -190,17 +191,26 @@ pub async fn execute(
                 peak_memory_bytes: metrics.peak_memory_bytes,
             };
             let response = success_body(&live, execution_time, false, result, logs, Some(figures));
-            log_execution(&state, &live, &params, Ok(&response), false, started, &metrics);
-            Ok(Json(response).into_response())
+            let reply = json_response(&response);
+            log_execution(&state, &live, params, Ok(response), false, started, &metrics);
+            Ok(reply)
         }
         Err(InvokeError { mut error, logs, metrics }) => {
             record_run(&state, live.session.language, error.code.as_str(), &metrics);
             if !logs.is_empty() {
                 error.details.insert("logs".into(), json!(logs));
             }
-            log_execution(&state, &live, &params, Err(&error), false, started, &metrics);
+            log_execution(&state, &live, params, Err(&error), false, started, &metrics);
             Err(ApiError::for_session(error, &request_id))
         }
+    }
+}
+
+/// A 200 with `body` serialized once (the same value then moves into the request log).
+fn json_response(body: &Value) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(_) => Json(body).into_response(),
     }
 }
 
@@ -263,8 +273,8 @@ fn record_run(state: &AppState, language: Language, outcome: &str, metrics: &Run
 fn log_execution(
     state: &AppState,
     live: &LiveSession,
-    params: &Value,
-    outcome: Result<&Value, &LambdaError>,
+    params: Value,
+    outcome: Result<Value, &LambdaError>,
     cached: bool,
     started: Instant,
     metrics: &RuntimeMetrics,
@@ -283,8 +293,9 @@ fn log_execution(
     if !state.config().db_logging {
         return;
     }
+    let error = outcome.as_ref().err().copied();
     let (status_code, response) = match outcome {
-        Ok(body) => (200, body.clone()),
+        Ok(body) => (200, body),
         Err(e) => (e.code.http_status(), error_body(e, Some(&session.request_id))),
     };
     logs.submit(LogEntry::Request(RequestLog {
@@ -294,13 +305,13 @@ fn log_execution(
         status_code,
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         cached,
-        request_payload: json!({ "params": params }),
+        request_payload: Value::Object(serde_json::Map::from_iter([("params".to_owned(), params)])),
         response_payload: response,
         runtime_metrics: serde_json::to_value(metrics).unwrap_or_default(),
-        error_code: outcome.err().map(|e| e.code.as_str().to_owned()),
+        error_code: error.map(|e| e.code.as_str().to_owned()),
         created_at: now,
     }));
-    if let Err(error) = outcome {
+    if let Some(error) = error {
         logs.submit(LogEntry::Error(ErrorLog {
             request_id: session.request_id.clone(),
             language_title: session.language_title.clone(),
