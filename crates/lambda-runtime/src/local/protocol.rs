@@ -29,14 +29,11 @@ struct InvokeFrame<'a> {
     request_id: &'a str,
 }
 
-/// Writes a prepare request (with its newline) into `buf`, replacing its contents.
-pub(crate) fn encode_prepare(buf: &mut Vec<u8>, seq: u64, script: &str) {
-    encode(buf, &PrepareFrame { op: "prepare", seq, script });
-}
-
-/// Writes a check request (compile only, nothing runs) into `buf`, replacing its contents.
-pub(crate) fn encode_check(buf: &mut Vec<u8>, seq: u64, script: &str) {
-    encode(buf, &PrepareFrame { op: "check", seq, script });
+/// Writes a request carrying a script (with its newline) into `buf`,
+/// replacing its contents: `op` is `prepare` (load it) or `check` (compile
+/// only, nothing runs).
+pub(crate) fn encode_script(buf: &mut Vec<u8>, op: &'static str, seq: u64, script: &str) {
+    encode(buf, &PrepareFrame { op, seq, script });
 }
 
 /// Writes an invoke request (with its newline) into `buf`, replacing its contents.
@@ -187,7 +184,7 @@ mod tests {
             v,
             json!({"op": "invoke", "seq": 7, "params": {"a": "x\ny"}, "context": {}, "request_id": "r1"})
         );
-        encode_prepare(&mut buf, 8, "return 1;");
+        encode_script(&mut buf, "prepare", 8, "return 1;");
         let v: Value = serde_json::from_slice(&buf).expect("json");
         assert_eq!(v, json!({"op": "prepare", "seq": 8, "script": "return 1;"}));
     }

@@ -287,17 +287,18 @@ impl Worker {
     }
 
     pub(crate) async fn prepare(&self, script: &str, deadline: Instant) -> Reply {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::with_capacity(script.len() + 48);
-        protocol::encode_prepare(&mut frame, seq, script);
-        self.call(frame, seq, deadline).await
+        self.send_script("prepare", script, deadline).await
     }
 
     /// Compiles `script` without running any of it.
     pub(crate) async fn check(&self, script: &str, deadline: Instant) -> Reply {
+        self.send_script("check", script, deadline).await
+    }
+
+    async fn send_script(&self, op: &'static str, script: &str, deadline: Instant) -> Reply {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::with_capacity(script.len() + 48);
-        protocol::encode_check(&mut frame, seq, script);
+        protocol::encode_script(&mut frame, op, seq, script);
         self.call(frame, seq, deadline).await
     }
 
