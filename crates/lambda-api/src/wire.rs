@@ -2,6 +2,7 @@
 //! the OpenAPI document is generated from them, so the two cannot drift.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -56,20 +57,22 @@ pub struct ExecutionMetrics {
     pub peak_memory_bytes: Option<u64>,
 }
 
-/// 200 of execute.
+/// 200 of execute. Borrows its parts: the execute path serializes it once,
+/// straight from the session, the runtime's answer or a cached one.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ExecuteResponse {
-    pub request_id: String,
-    pub language_title: String,
+pub struct ExecuteResponse<'a> {
+    pub request_id: &'a str,
+    pub language_title: &'a str,
     /// Milliseconds in the runtime; for a cached answer, the original run's.
     pub execution_time: u64,
     pub cached: bool,
     /// What the script returned.
     #[schema(value_type = Object)]
-    pub result: Value,
+    pub result: &'a RawValue,
     /// Console/stdout lines of the run (bounded), when there were any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub logs: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub logs: Option<&'a [String]>,
     /// Absent on cached answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<ExecutionMetrics>,

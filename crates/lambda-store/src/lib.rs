@@ -18,8 +18,9 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lambda_core::{Function, FunctionFilter, Language, ScriptHash, Session};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// What a store operation can fail with. The policy: `Conflict` is the
 /// caller's (a key is taken), `Unavailable` is transient (the pipeline retries
@@ -89,11 +90,71 @@ pub struct RequestLog {
     pub status_code: u16,
     pub duration_ms: i64,
     pub cached: bool,
-    pub request_payload: Value,
-    pub response_payload: Value,
-    pub runtime_metrics: Value,
+    pub request_payload: JsonText,
+    pub response_payload: JsonText,
+    pub runtime_metrics: JsonText,
     pub error_code: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A JSON document kept as its text: the execute path serializes a log's
+/// payloads once, where it has them, and the backends bind that text as is
+/// instead of walking a `Value` tree again in the writer.
+#[derive(Debug, Clone)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// `value` serialized. A value serde cannot encode as JSON (a map with
+    /// non-string keys) is stored as `null`.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Self {
+        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    /// Text that must already be JSON (a column the store wrote).
+    pub fn from_json(text: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// The document parsed, for readers.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// Equal as JSON values: PostgreSQL's `jsonb` hands back the same document
+/// with other spacing and key order.
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str() || self.to_value() == other.to_value()
+    }
+}
+
+impl From<Value> for JsonText {
+    fn from(value: Value) -> Self {
+        Self::of(&value)
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Through `Value`: a raw value cannot be read back from inside the
+/// internally tagged [`LogEntry`] (the spill file's lines).
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(|v| Self::of(&v))
+    }
 }
 
 /// A failed execute, as written to `error_logs`.

@@ -78,8 +78,9 @@ impl Store for FlakyStore {
             return Err(StoreError::Unavailable("injected outage".into()));
         }
         let poison = self.poison.load(Ordering::SeqCst);
-        let poisoned =
-            batch.iter().any(|e| matches!(e, LogEntry::Request(r) if r.response_payload["n"] == poison));
+        let poisoned = batch
+            .iter()
+            .any(|e| matches!(e, LogEntry::Request(r) if r.response_payload.to_value()["n"] == poison));
         if poisoned {
             return Err(StoreError::Corrupt("injected invalid entry".into()));
         }
@@ -126,7 +127,7 @@ fn entry(n: i64) -> LogEntry {
 /// The `n`s of session `s`'s request logs, in write order.
 async fn written(store: &dyn Store) -> Vec<i64> {
     let logs = store.request_logs("s").await.expect("read logs");
-    logs.iter().map(|l| l.response_payload["n"].as_i64().unwrap_or(-1)).collect()
+    logs.iter().map(|l| l.response_payload.to_value()["n"].as_i64().unwrap_or(-1)).collect()
 }
 
 /// Polls until `check` holds; the generous limit only guards against hangs.

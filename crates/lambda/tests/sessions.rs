@@ -125,7 +125,7 @@ async fn sessions_and_logs_survive_a_restart() {
     let logs = store.request_logs(&id).await.expect("logs");
     let statuses: Vec<(u16, bool)> = logs.iter().map(|l| (l.status_code, l.cached)).collect();
     assert_eq!(statuses, vec![(200, false), (200, false)]);
-    assert_eq!(logs[1].response_payload["result"], 20);
+    assert_eq!(logs[1].response_payload.to_value()["result"], 20);
     let errors = store.error_logs(&failing).await.expect("error logs");
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].error_code, "RUNTIME_ERROR");

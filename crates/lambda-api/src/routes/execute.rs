@@ -1,10 +1,10 @@
 //! `POST /api/v1/execute/{request_id}`: the hot path. Session → cache →
 //! runtime → response; logs and counters go to the pipeline beside it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use lambda_core::{ErrorCode, LambdaError, Language, canonical_json};
 use lambda_runtime::{Invocation, InvokeError, InvokeOutcome, RuntimeMetrics};
-use lambda_store::{ErrorLog, LogEntry, RequestLog, SessionExecution};
+use lambda_store::{ErrorLog, JsonText, LogEntry, RequestLog, SessionExecution};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -54,13 +55,25 @@ fn cache_policy(headers: &HeaderMap) -> Result<CachePolicy, LambdaError> {
     Ok(policy)
 }
 
-/// What the cache holds for one result.
+/// What the cache holds for one result. Written from borrowed parts, read
+/// back owned; the script's answer stays JSON text both ways.
 #[derive(Serialize, Deserialize)]
-struct CachedResult {
-    result: Value,
+struct CachedResult<'a> {
+    result: Cow<'a, RawValue>,
     execution_time: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    logs: Vec<String>,
+    #[serde(default, skip_serializing_if = "no_logs")]
+    logs: Cow<'a, [String]>,
+}
+
+#[expect(clippy::ptr_arg, reason = "serde's skip_serializing_if hands over the field as it is")]
+fn no_logs(logs: &Cow<'_, [String]>) -> bool {
+    logs.is_empty()
+}
+
+/// `request_logs.request_payload`.
+#[derive(Serialize)]
+struct RequestPayload<'a> {
+    params: &'a Value,
 }
 
 /// Results are keyed by script, owner, the canonical context and the
@@ -139,11 +152,13 @@ pub async fn execute(
         .await
         .map_err(|e| ApiError::for_session(e.error, &request_id))?;
     let params = if body.params.is_null() { json!({}) } else { body.params };
+    // Serialized before the params move into the invocation.
+    let logged = state.config().db_logging.then(|| JsonText::of(&RequestPayload { params: &params }));
     if let Some(function) = &live.session.function_language_title {
         match state.schemas().check(state.store().as_ref(), function, &params).await {
             Ok(()) => {}
             Err(CheckError::Invalid(e)) => {
-                log_execution(&state, &live, params, Err(&e), false, started, &RuntimeMetrics::default());
+                log_execution(&state, &live, logged, Err(&e), false, started, &RuntimeMetrics::default());
                 return Err(at_session(e));
             }
             Err(CheckError::Store(e)) => {
@@ -159,9 +174,9 @@ pub async fn execute(
         && let Some(hit) = cached(&state, key).await
     {
         live.record_execution(Utc::now());
-        let response = success_body(&live, hit.execution_time, true, hit.result, hit.logs, None);
+        let response = success_body(&live, hit.execution_time, true, &hit.result, &hit.logs, None);
         let reply = json_response(&response);
-        log_execution(&state, &live, params, Ok(response), true, started, &RuntimeMetrics::default());
+        log_execution(&state, &live, logged, Ok(response), true, started, &RuntimeMetrics::default());
         return Ok(reply);
     }
 
@@ -169,7 +184,7 @@ pub async fn execute(
         script: live.script.clone(),
         owner: live.owner.clone(),
         request_id: request_id.clone(),
-        params: params.clone(),
+        params,
         context: live.session.context.clone(),
         timeout: Duration::from_millis(live.session.timeout_ms),
     };
@@ -179,9 +194,14 @@ pub async fn execute(
         Ok(InvokeOutcome { result, logs, metrics }) => {
             record_run(&state, live.session.language, "success", &metrics);
             let execution_time = metrics.wall_us / 1000;
+            let result = JsonText::of(&result);
             if let Some(key) = key.as_deref().filter(|_| policy.write) {
                 let ttl = policy.ttl.unwrap_or(state.config().cache_ttl);
-                let entry = CachedResult { result: result.clone(), execution_time, logs: logs.clone() };
+                let entry = CachedResult {
+                    result: Cow::Borrowed(result.raw()),
+                    execution_time,
+                    logs: Cow::Borrowed(&logs),
+                };
                 store_cached(&state, key, &entry, ttl).await;
             }
             let figures = ExecutionMetrics {
@@ -190,9 +210,9 @@ pub async fn execute(
                 cpu_us: metrics.cpu_us,
                 peak_memory_bytes: metrics.peak_memory_bytes,
             };
-            let response = success_body(&live, execution_time, false, result, logs, Some(figures));
+            let response = success_body(&live, execution_time, false, result.raw(), &logs, Some(figures));
             let reply = json_response(&response);
-            log_execution(&state, &live, params, Ok(response), false, started, &metrics);
+            log_execution(&state, &live, logged, Ok(response), false, started, &metrics);
             Ok(reply)
         }
         Err(InvokeError { mut error, logs, metrics }) => {
@@ -200,42 +220,39 @@ pub async fn execute(
             if !logs.is_empty() {
                 error.details.insert("logs".into(), json!(logs));
             }
-            log_execution(&state, &live, params, Err(&error), false, started, &metrics);
+            log_execution(&state, &live, logged, Err(&error), false, started, &metrics);
             Err(ApiError::for_session(error, &request_id))
         }
     }
 }
 
-/// A 200 with `body` serialized once (the same value then moves into the request log).
-fn json_response(body: &Value) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(_) => Json(body).into_response(),
-    }
+/// A 200 whose body is the text the request log keeps too.
+fn json_response(body: &JsonText) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body.as_str().to_owned()).into_response()
 }
 
-/// The 200 body, as JSON: it goes both to the client and to the request log.
+/// The 200 body, serialized once: it goes both to the client and to the
+/// request log.
 fn success_body(
     live: &LiveSession,
     execution_time: u64,
     cached: bool,
-    result: Value,
-    logs: Vec<String>,
+    result: &RawValue,
+    logs: &[String],
     metrics: Option<ExecutionMetrics>,
-) -> Value {
-    let body = ExecuteResponse {
-        request_id: live.session.request_id.clone(),
-        language_title: live.session.language_title.clone(),
+) -> JsonText {
+    JsonText::of(&ExecuteResponse {
+        request_id: &live.session.request_id,
+        language_title: &live.session.language_title,
         execution_time,
         cached,
         result,
         logs: (!logs.is_empty()).then_some(logs),
         metrics,
-    };
-    serde_json::to_value(body).unwrap_or_default()
+    })
 }
 
-async fn cached(state: &AppState, key: &str) -> Option<CachedResult> {
+async fn cached(state: &AppState, key: &str) -> Option<CachedResult<'static>> {
     let hit = match state.cache().get(key).await {
         Ok(hit) => hit.and_then(|bytes| serde_json::from_slice::<CachedResult>(&bytes).ok()),
         Err(e) => {
@@ -248,7 +265,7 @@ async fn cached(state: &AppState, key: &str) -> Option<CachedResult> {
     hit
 }
 
-async fn store_cached(state: &AppState, key: &str, value: &CachedResult, ttl: Duration) {
+async fn store_cached(state: &AppState, key: &str, value: &CachedResult<'_>, ttl: Duration) {
     let Ok(bytes) = serde_json::to_vec(value) else { return };
     if let Err(e) = state.cache().set(key, Arc::from(bytes), ttl).await {
         tracing::warn!(error = %e, "result cache write failed");
@@ -270,11 +287,13 @@ fn record_run(state: &AppState, language: Language, outcome: &str, metrics: &Run
 
 /// Queues the execute's log rows and counter update; never waits for storage.
 /// An execute refused before it ran (bad params) is logged but not counted.
+/// `request` is the serialized request payload, `None` when request logging
+/// is off.
 fn log_execution(
     state: &AppState,
     live: &LiveSession,
-    params: Value,
-    outcome: Result<Value, &LambdaError>,
+    request: Option<JsonText>,
+    outcome: Result<JsonText, &LambdaError>,
     cached: bool,
     started: Instant,
     metrics: &RuntimeMetrics,
@@ -290,13 +309,11 @@ fn log_execution(
             close: !session.retain,
         }));
     }
-    if !state.config().db_logging {
-        return;
-    }
+    let Some(request) = request else { return };
     let error = outcome.as_ref().err().copied();
     let (status_code, response) = match outcome {
         Ok(body) => (200, body),
-        Err(e) => (e.code.http_status(), error_body(e, Some(&session.request_id))),
+        Err(e) => (e.code.http_status(), JsonText::of(&error_body(e, Some(&session.request_id)))),
     };
     logs.submit(LogEntry::Request(RequestLog {
         request_id: session.request_id.clone(),
@@ -305,9 +322,9 @@ fn log_execution(
         status_code,
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         cached,
-        request_payload: Value::Object(serde_json::Map::from_iter([("params".to_owned(), params)])),
+        request_payload: request,
         response_payload: response,
-        runtime_metrics: serde_json::to_value(metrics).unwrap_or_default(),
+        runtime_metrics: JsonText::of(metrics),
         error_code: error.map(|e| e.code.as_str().to_owned()),
         created_at: now,
     }));

@@ -45,7 +45,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             capacity: 10_000,
-            batch_size: 256,
+            batch_size: 1024,
             flush_interval: Duration::from_millis(50),
             spill_path: PathBuf::from("data/log-spill.jsonl"),
             retry_initial: Duration::from_millis(100),
@@ -220,8 +220,13 @@ impl LogSink {
         state.queue.push_back(entry);
         let len = state.queue.len();
         drop(state);
-        shared.work.notify_one();
-        if len >= shared.batch_size {
+        // Only transitions wake the writer: it looks at the queue itself
+        // whenever it wakes, and a `Notify` keeps one wake-up for a writer
+        // that is not waiting yet.
+        if len == 1 {
+            shared.work.notify_one();
+        }
+        if len == shared.batch_size {
             shared.full.notify_one();
         }
     }

@@ -121,6 +121,6 @@ fn a_cursor_off_a_line_start_is_ignored() -> io::Result<()> {
 fn the_default_config_spills_into_the_data_dir() {
     let config = crate::PipelineConfig::in_data_dir(Path::new("/var/lib/lambda"));
     assert_eq!(config.spill_path, Path::new("/var/lib/lambda/log-spill.jsonl"));
-    assert_eq!((config.capacity, config.batch_size), (10_000, 256));
+    assert_eq!((config.capacity, config.batch_size), (10_000, 1024));
     assert_eq!(config.flush_interval, std::time::Duration::from_millis(50));
 }

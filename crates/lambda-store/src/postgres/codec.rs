@@ -14,7 +14,7 @@ use lambda_core::Language;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::StoreError;
+use crate::{JsonText, StoreError};
 
 const REPLACEMENT: &str = "\u{FFFD}";
 
@@ -29,6 +29,17 @@ pub(super) fn opt_text(s: Option<&str>) -> Option<Cow<'_, str>> {
 /// A jsonb parameter without NULs.
 pub(super) fn json(value: &Value) -> Json<Cow<'_, Value>> {
     if has_nul(value) { Json(Cow::Owned(strip_nul(value))) } else { Json(Cow::Borrowed(value)) }
+}
+
+/// A jsonb parameter from text the execute path serialized: bound as is
+/// unless it escapes a NUL (`\u0000`, or a false alarm on an escaped
+/// backslash), which goes the [`json`] way.
+pub(super) fn json_text(text: &JsonText) -> Json<Cow<'_, JsonText>> {
+    if text.as_str().contains("\\u0000") {
+        Json(Cow::Owned(JsonText::of(&strip_nul(&text.to_value()))))
+    } else {
+        Json(Cow::Borrowed(text))
+    }
 }
 
 pub(super) fn opt_json(value: Option<&Value>) -> Option<Json<Cow<'_, Value>>> {
@@ -77,5 +88,11 @@ mod tests {
         assert!(matches!(json(&clean).0, Cow::Borrowed(_)));
         let dirty = json!({"k\0": ["v\0", {"n": 1.5}]});
         assert_eq!(*json(&dirty).0, json!({"k\u{FFFD}": ["v\u{FFFD}", {"n": 1.5}]}));
+        let clean = JsonText::of(&json!({"a": "\\u0000 is text"}));
+        assert_eq!(json_text(&clean).0.to_value(), json!({"a": "\\u0000 is text"}));
+        let dirty = JsonText::of(&json!({"a": "x\0y"}));
+        let plain = JsonText::of(&json!({"a": [1, "x"]}));
+        assert!(matches!(json_text(&plain).0, Cow::Borrowed(_)));
+        assert_eq!(json_text(&dirty).0.to_value(), json!({"a": "x\u{FFFD}y"}));
     }
 }

@@ -1,6 +1,7 @@
 //! `public.request_logs`, `public.error_logs` and the session counters,
 //! written in batches by the log pipeline.
 
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 
@@ -42,9 +43,9 @@ async fn insert_requests(tx: &mut Transaction<'_, Postgres>, rows: &[&RequestLog
             .push_bind(i32::from(r.status_code))
             .push_bind(r.duration_ms)
             .push_bind(r.cached)
-            .push_bind(codec::json(&r.request_payload))
-            .push_bind(codec::json(&r.response_payload))
-            .push_bind(codec::json(&r.runtime_metrics))
+            .push_bind(codec::json_text(&r.request_payload))
+            .push_bind(codec::json_text(&r.response_payload))
+            .push_bind(codec::json_text(&r.runtime_metrics))
             .push_bind(codec::opt_text(r.error_code.as_deref()))
             .push_bind(r.created_at);
     });
@@ -120,9 +121,9 @@ fn decode_request(row: &PgRow) -> Result<RequestLog, StoreError> {
         status_code: u16::try_from(status_code).map_err(|e| codec::corrupt("request_logs.status_code", e))?,
         duration_ms: row.try_get("duration_ms")?,
         cached: row.try_get("cached")?,
-        request_payload: row.try_get("request_payload")?,
-        response_payload: row.try_get("response_payload")?,
-        runtime_metrics: row.try_get("runtime_metrics")?,
+        request_payload: row.try_get::<Value, _>("request_payload")?.into(),
+        response_payload: row.try_get::<Value, _>("response_payload")?.into(),
+        runtime_metrics: row.try_get::<Value, _>("runtime_metrics")?.into(),
         error_code: row.try_get("error_code")?,
         created_at: row.try_get("created_at")?,
     })

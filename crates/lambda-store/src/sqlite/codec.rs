@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use lambda_core::Language;
 use serde_json::Value;
 
-use crate::StoreError;
+use crate::{JsonText, StoreError};
 
 pub(super) fn timestamp(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -24,6 +24,10 @@ pub(super) fn json(value: &Value) -> String {
 
 pub(super) fn from_json(text: &str, column: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(column, e))
+}
+
+pub(super) fn json_text(text: String, column: &str) -> Result<JsonText, StoreError> {
+    JsonText::from_json(text).map_err(|e| corrupt(column, e))
 }
 
 pub(super) fn from_opt_json(text: Option<String>, column: &str) -> Result<Option<Value>, StoreError> {

@@ -42,9 +42,9 @@ async fn insert_requests(tx: &mut Transaction<'_, Sqlite>, rows: &[&RequestLog])
             .push_bind(i64::from(r.status_code))
             .push_bind(r.duration_ms)
             .push_bind(r.cached)
-            .push_bind(codec::json(&r.request_payload))
-            .push_bind(codec::json(&r.response_payload))
-            .push_bind(codec::json(&r.runtime_metrics))
+            .push_bind(r.request_payload.as_str())
+            .push_bind(r.response_payload.as_str())
+            .push_bind(r.runtime_metrics.as_str())
             .push_bind(&r.error_code)
             .push_bind(timestamp(r.created_at));
     });
@@ -120,12 +120,12 @@ fn decode_request(row: &SqliteRow) -> Result<RequestLog, StoreError> {
         status_code: u16::try_from(status_code).map_err(|e| codec::corrupt("request_logs.status_code", e))?,
         duration_ms: row.try_get("duration_ms")?,
         cached: row.try_get("cached")?,
-        request_payload: codec::from_json(row.try_get("request_payload")?, "request_logs.request_payload")?,
-        response_payload: codec::from_json(
+        request_payload: codec::json_text(row.try_get("request_payload")?, "request_logs.request_payload")?,
+        response_payload: codec::json_text(
             row.try_get("response_payload")?,
             "request_logs.response_payload",
         )?,
-        runtime_metrics: codec::from_json(row.try_get("runtime_metrics")?, "request_logs.runtime_metrics")?,
+        runtime_metrics: codec::json_text(row.try_get("runtime_metrics")?, "request_logs.runtime_metrics")?,
         error_code: row.try_get("error_code")?,
         created_at: codec::from_timestamp(row.try_get("created_at")?, "request_logs.created_at")?,
     })

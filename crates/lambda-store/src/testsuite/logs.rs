@@ -15,9 +15,9 @@ pub fn request_log(request_id: &str, n: i64) -> RequestLog {
         status_code: 200,
         duration_ms: 3,
         cached: false,
-        request_payload: json!({"params": {"a": n, "b": 1}}),
-        response_payload: json!({"n": n}),
-        runtime_metrics: json!({"cpu_ms": 1}),
+        request_payload: json!({"params": {"a": n, "b": 1}}).into(),
+        response_payload: json!({"n": n}).into(),
+        runtime_metrics: json!({"cpu_ms": 1}).into(),
         error_code: None,
         created_at: at(n),
     }
