@@ -33,6 +33,9 @@ MAX_RESULT_BYTES = int(sys.argv[3]) if len(sys.argv) > 3 else 8 * 1024 * 1024
 FILENAME = "<script>"
 TRUNCATED = "[output truncated]"
 dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# Built once: json.dumps/json.loads with arguments build a new coder per call.
+_encode_frame = json.JSONEncoder(ensure_ascii=False).encode
+_decode_frame = json.JSONDecoder().decode
 
 
 class Capture:
@@ -111,7 +114,7 @@ def read_frame():
 
 
 def frame(obj):
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8", "replace")
+    return _encode_frame(obj).encode("utf-8", "replace")
 
 
 def script_line(tb):
@@ -238,7 +241,8 @@ def invoke(req):
     if len(body) > MAX_RESULT_BYTES:
         message = f"result is {len(body)} bytes, over the limit of {MAX_RESULT_BYTES}"
         return failure({"kind": "limit", "limit": "result", "message": message})
-    return b'{"ok":true,"result":' + body + b',"logs":' + frame(CAPTURE.take()) + b"}"
+    logs = CAPTURE.take()
+    return b'{"ok":true,"result":' + body + b',"logs":' + (frame(logs) if logs else b"[]") + b"}"
 
 
 def main():
@@ -248,7 +252,7 @@ def main():
         if line is None:
             return
         try:
-            req = json.loads(line)
+            req = _decode_frame(line.decode())
             op = req.get("op")
         except (ValueError, AttributeError):
             write_frame(frame({"ok": False, "error": {"kind": "protocol", "message": "bad frame"}}))
