@@ -38,6 +38,10 @@ pub struct WasmConfig {
     pub install_target: bool,
     /// Output and result bounds.
     pub limits: Limits,
+    /// An executable with the `wasm-compile` subcommand (the `lambda`
+    /// binary) that compiles modules to native code in a process of its own;
+    /// `None` compiles in this process.
+    pub compiler: Option<PathBuf>,
 }
 
 impl WasmConfig {
@@ -57,6 +61,7 @@ impl WasmConfig {
             prebuild: true,
             install_target: true,
             limits: Limits::default(),
+            compiler: None,
         }
     }
 }

@@ -163,20 +163,27 @@ pub(crate) struct Executor {
     memory_limit: usize,
 }
 
+/// The engine's configuration. The compiler process builds its engine from
+/// the same function, so that the native code it writes loads here.
+pub(crate) fn engine_config(memory_limit: usize, max_instances: u32) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(max_instances)
+        .total_memories(max_instances)
+        .total_tables(max_instances)
+        .total_stacks(max_instances)
+        .max_memory_size(memory_limit)
+        // Keep the first pages of a reused slot resident: most runs touch
+        // little memory, and re-faulting it costs more than clearing it.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(1 << 16);
+    let mut config = Config::new();
+    config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
 impl Executor {
     pub(crate) fn new(memory_limit: usize, max_instances: u32) -> Result<Self, String> {
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(max_instances)
-            .total_memories(max_instances)
-            .total_tables(max_instances)
-            .total_stacks(max_instances)
-            .max_memory_size(memory_limit)
-            // Keep the first pages of a reused slot resident: most runs touch
-            // little memory, and re-faulting it costs more than clearing it.
-            .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(1 << 16);
-        let mut config = Config::new();
-        config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let config = engine_config(memory_limit, max_instances);
         let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |c: &mut Ctx| &mut c.wasi)

@@ -11,6 +11,7 @@
 mod config;
 mod engine;
 mod modules;
+mod native;
 mod output;
 pub mod rust;
 mod source;
@@ -29,11 +30,11 @@ use lambda_runtime::{
 use lambda_store::{Artifact, CompileStatus, Store};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-use wasmtime::Module;
 
 pub use config::WasmConfig;
 use engine::{Bounds, Executor};
 use modules::{Loaded, ModuleCache};
+pub use native::compile_native;
 use output::SourceInfo;
 use rust::{CompileFailure, CompileOptions, Compiled, RustCompiler};
 
@@ -162,14 +163,14 @@ impl WasmRuntime {
                     _ => (source::module_bytes(&script.source), Found::Compiled),
                 };
                 let started = Instant::now();
-                let module = tokio::task::spawn_blocking(move || Module::new(&engine, bytes))
-                    .await
-                    .map_err(|e| LambdaError::internal(format!("module compile task failed: {e}")))?
-                    .map_err(|e| self.module_error(script.language, &format!("{e:?}")))?;
+                let native = self.native_code(script.language, engine.clone(), bytes).await?;
                 if script.language == Language::Wasm {
                     self.count_compile(Language::Wasm, started.elapsed());
                 }
-                self.modules.save_native(&hash, &module);
+                let module = modules::deserialize(&engine, &native).map_err(|e| {
+                    LambdaError::internal(format!("the compiled module does not load: {e:?}"))
+                })?;
+                self.modules.save_native(&hash, &native);
                 (module, found)
             }
         };
@@ -177,6 +178,29 @@ impl WasmRuntime {
         let loaded = Arc::new(Loaded { pre });
         self.modules.insert(hash, loaded.clone());
         Ok((loaded, found))
+    }
+
+    /// `wasm` compiled to native code: by the compiler process when one is
+    /// configured, else here on a blocking thread.
+    async fn native_code(
+        &self,
+        language: Language,
+        engine: wasmtime::Engine,
+        wasm: Vec<u8>,
+    ) -> Result<Vec<u8>, LambdaError> {
+        let Some(compiler) = &self.config.compiler else {
+            return tokio::task::spawn_blocking(move || engine.precompile_module(&wasm))
+                .await
+                .map_err(|e| LambdaError::internal(format!("module compile task failed: {e}")))?
+                .map_err(|e| self.module_error(language, &format!("{e:?}")));
+        };
+        let (memory, instances) = (self.config.memory_limit_bytes, self.config.max_instances);
+        native::compile_in_child(compiler, memory, instances, wasm, self.config.compile_timeout)
+            .await
+            .map_err(|failure| match failure {
+                native::NativeFailure::Invalid(message) => self.module_error(language, &message),
+                native::NativeFailure::Failed(message) => LambdaError::internal(message),
+            })
     }
 
     /// A module wasmtime refuses: the user's fault for `wasm`, ours for

@@ -55,14 +55,11 @@ impl ModuleCache {
             .ok()
     }
 
-    /// Writes the native code of `module` for the next start (best effort).
-    pub(crate) fn save_native(&self, hash: &ScriptHash, module: &Module) {
+    /// Writes the native code of a module for the next start (best effort).
+    pub(crate) fn save_native(&self, hash: &ScriptHash, native: &[u8]) {
         let (path, sum_path) = self.paths(hash);
-        let written = module.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-            let sum = hex::encode(Sha256::digest(&bytes));
-            write_atomic(&path, &bytes)?;
-            write_atomic(&sum_path, sum.as_bytes())
-        });
+        let sum = hex::encode(Sha256::digest(native));
+        let written = write_atomic(&path, native).and_then(|()| write_atomic(&sum_path, sum.as_bytes()));
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "could not cache a precompiled module");
         }
@@ -71,14 +68,17 @@ impl ModuleCache {
 
 /// The one place this crate uses `unsafe`.
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
+pub(crate) fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
     // SAFETY: `Module::deserialize` trusts its input to be native code that
-    // wasmtime produced. These bytes were written by `save_native` of this
-    // program (`Module::serialize` of an engine; wasmtime itself refuses
-    // bytes from another version or an incompatible configuration), into
-    // a directory of our data dir, and their sha256 was checked against the
-    // digest written beside them, so a truncated or altered file is refused
-    // before it gets here. Nothing else writes to `<data_dir>/wasm-cache`.
+    // wasmtime produced. Two sources reach here. (1) The pipe from the
+    // compiler process: this program's own executable (`wasm-compile`),
+    // which only compiles (cranelift) and writes `precompile_module`'s bytes;
+    // it never runs the module. (2) Files written by `save_native` with those
+    // same bytes, into a directory of our data dir, whose sha256 was checked
+    // against the digest written beside them, so a truncated or altered file
+    // is refused before it gets here. Nothing else writes to
+    // `<data_dir>/wasm-cache`. wasmtime itself refuses bytes from another
+    // version or an incompatible engine configuration.
     unsafe { Module::deserialize(engine, bytes) }
 }
 

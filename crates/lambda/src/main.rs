@@ -36,6 +36,10 @@ enum Command {
     Migrate(config::StorageArgs),
     /// Print a JWT signed with LAMBDA_JWT_SECRET (HS256).
     Token(token::TokenArgs),
+    /// Internal: compile the wasm module on stdin to native code on stdout
+    /// for the rust/wasm runtime (run by `serve` in a process of its own).
+    #[command(hide = true)]
+    WasmCompile { memory_limit_bytes: usize, max_instances: u32 },
 }
 
 /// Exit code for bad configuration (sysexits EX_USAGE).
@@ -50,6 +54,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::WasmCompile { memory_limit_bytes, max_instances } = cli.command {
+        return wasm::compile_stdin(memory_limit_bytes, max_instances);
+    }
     if let Command::Token(args) = cli.command {
         return match token::run(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -69,7 +76,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(*args)),
         Command::Migrate(args) => runtime.block_on(serve::migrate(args)),
-        Command::Token(_) => Ok(()),
+        Command::Token(_) | Command::WasmCompile { .. } => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

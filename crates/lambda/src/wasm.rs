@@ -79,6 +79,8 @@ impl WasmArgs {
         config.install_target = self.rust_install_target;
         config.cargo = self.cargo.clone();
         config.limits = limits.clone();
+        // Modules compile in a child of this executable (`wasm-compile`).
+        config.compiler = std::env::current_exe().ok();
         Ok(config)
     }
 }
@@ -108,4 +110,28 @@ pub fn start(
         runtime.precompile(scripts);
     }
     Ok(runtime)
+}
+
+/// `lambda wasm-compile`: the wasm module on stdin, its native code on stdout.
+/// Exit status 1 means wasmtime refused the module (its message on stderr).
+pub fn compile_stdin(memory_limit_bytes: usize, max_instances: u32) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let mut wasm = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
+        eprintln!("reading the module: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    match lambda_wasm::compile_native(memory_limit_bytes, max_instances, &wasm) {
+        Ok(native) => match std::io::stdout().write_all(&native) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("writing the native code: {e}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }
