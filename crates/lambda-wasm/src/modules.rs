@@ -70,10 +70,10 @@ impl ModuleCache {
 #[allow(unsafe_code)]
 pub(crate) fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
     // SAFETY: `Module::deserialize` trusts its input to be native code that
-    // wasmtime produced. Two sources reach here. (1) The pipe from the
-    // compiler process: this program's own executable (`wasm-compile`),
-    // which only compiles (cranelift) and writes `precompile_module`'s bytes;
-    // it never runs the module. (2) Files written by `save_native` with those
+    // wasmtime produced. Two sources reach here. (1) `precompile_module`'s
+    // bytes, from this process or from the compiler process (this program's
+    // own executable, `wasm-compile`, through a pipe), which only compiles
+    // with cranelift and never runs the module. (2) Files written by `save_native` with those
     // same bytes, into a directory of our data dir, whose sha256 was checked
     // against the digest written beside them, so a truncated or altered file
     // is refused before it gets here. Nothing else writes to
