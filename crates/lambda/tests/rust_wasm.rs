@@ -286,6 +286,10 @@ async fn wasm_modules_as_wat_and_base64() {
     assert!(e["message"].as_str().is_some_and(|m| m.contains("_start")), "{e}");
     let e = assert_error(&init(&s, "wasm-net", json!({"script_content": "(module (import \"env\" \"socket\" (func)) (func (export \"_start\")))"})).await, 461, "COMPILE_ERROR");
     assert!(e["message"].as_str().is_some_and(|m| m.contains("socket")), "{e}");
+    // Well-formed text that wasmtime's validator refuses, in the compiler process.
+    let invalid = json!({"script_content": "(module (func (export \"_start\") (drop (i32.add))))"});
+    let e = assert_error(&init(&s, "wasm-invalid", invalid).await, 461, "COMPILE_ERROR");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("type mismatch")), "{e}");
 }
 
 #[tokio::test]
