@@ -69,6 +69,10 @@ struct Case {
     ratio_rps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     floor: Option<String>,
+    /// Controller RSS right after the case: what the case left behind
+    /// (sessions, workers' bookkeeping, held connections) shows case by case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controller_rss_after_bytes: Option<u64>,
 }
 
 fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &Value) -> Request<Full<Bytes>> {
@@ -221,7 +225,13 @@ async fn main() -> anyhow::Result<()> {
         [(NODE_FLOOR, &node_floor), (PYTHON_FLOOR, &python_floor), (HYPER_FLOOR, &hyper_floor)]
     {
         if let Some(stats) = stats {
-            cases.push(Case { name: name.into(), stats: stats.clone(), ratio_rps: None, floor: None });
+            cases.push(Case {
+                name: name.into(),
+                stats: stats.clone(),
+                ratio_rps: None,
+                floor: None,
+                controller_rss_after_bytes: None,
+            });
         }
     }
 
@@ -271,6 +281,7 @@ async fn main() -> anyhow::Result<()> {
             ratio_rps,
             floor,
             stats,
+            controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
     }
 
@@ -290,6 +301,7 @@ async fn main() -> anyhow::Result<()> {
             stats,
             ratio_rps: None,
             floor: None,
+            controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
         // The cold start as a client sees it: a new script's first result.
         let first: FollowUp = Arc::new(move |n, body| {
@@ -303,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
             stats,
             ratio_rps: None,
             floor: None,
+            controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
     }
 
@@ -314,7 +327,13 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(move |_| post(addr, &path, &[], &json!({ "params": { "a": 1, "b": 2 } })));
         let stats = load::run(addr, c, warmup, duration, cached).await?;
         let (ratio_rps, floor) = against(&stats, Some((HYPER_FLOOR, &hyper_floor)));
-        cases.push(Case { name: "nodejs: cached execute".into(), ratio_rps, floor, stats });
+        cases.push(Case {
+            name: "nodejs: cached execute".into(),
+            ratio_rps,
+            floor,
+            stats,
+            controller_rss_after_bytes: Some(lambda.rss_bytes()),
+        });
         rss_max = rss_max.max(lambda.rss_bytes());
     }
 
@@ -343,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
             ratio_rps,
             floor,
             stats,
+            controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
         drop(held);
     }
@@ -374,14 +394,15 @@ async fn main() -> anyhow::Result<()> {
 fn print_table(cases: &[Case]) {
     println!();
     println!(
-        "{:<62} {:>10} {:>9} {:>9} {:>7} {:>8}",
-        "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor"
+        "{:<62} {:>10} {:>9} {:>9} {:>7} {:>8} {:>7}",
+        "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor", "RSS MB"
     );
     for c in cases {
         let ratio = c.ratio_rps.map_or(String::new(), |r| format!("{r:.2}"));
+        let rss = c.controller_rss_after_bytes.map_or(String::new(), |b| format!("{:.0}", b as f64 / 1e6));
         println!(
-            "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8}",
-            c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio
+            "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8} {:>7}",
+            c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio, rss
         );
     }
     println!();
