@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 pub use config::WasmConfig;
 use engine::{Bounds, Executor};
 use modules::{Loaded, ModuleCache};
-pub use native::compile_native;
+pub use native::{CompileNativeError, compile_native};
 use output::SourceInfo;
 use rust::{CompileFailure, CompileOptions, Compiled, RustCompiler};
 

@@ -25,12 +25,25 @@ pub(crate) enum NativeFailure {
     Failed(String),
 }
 
+/// Why the compiler process wrote no native code.
+#[derive(Debug)]
+pub enum CompileNativeError {
+    /// The engine could not be built: ours, not the module's.
+    Engine(String),
+    /// wasmtime refused the module: its message.
+    Module(String),
+}
+
 /// The compiler process's side: `wasm` in, the engine's native code out, for
 /// an engine configured like the runtime's.
-pub fn compile_native(memory_limit: usize, max_instances: u32, wasm: &[u8]) -> Result<Vec<u8>, String> {
+pub fn compile_native(
+    memory_limit: usize,
+    max_instances: u32,
+    wasm: &[u8],
+) -> Result<Vec<u8>, CompileNativeError> {
     let engine = Engine::new(&engine_config(memory_limit, max_instances))
-        .map_err(|e| format!("wasm engine: {e:#}"))?;
-    engine.precompile_module(wasm).map_err(|e| format!("{e:?}"))
+        .map_err(|e| CompileNativeError::Engine(format!("wasm engine: {e:#}")))?;
+    engine.precompile_module(wasm).map_err(|e| CompileNativeError::Module(format!("{e:?}")))
 }
 
 /// The controller's side: runs `<compiler> wasm-compile` with `wasm` on its
@@ -86,7 +99,7 @@ mod tests {
         let wat = b"(module (func (export \"f\") (result i32) i32.const 7))";
         let native = compile_native(1 << 20, 2, wat).expect("compiles");
         assert!(!native.is_empty());
-        assert!(compile_native(1 << 20, 2, b"not wasm").is_err());
+        assert!(matches!(compile_native(1 << 20, 2, b"not wasm"), Err(CompileNativeError::Module(_))));
     }
 
     #[tokio::test]

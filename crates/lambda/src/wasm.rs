@@ -113,7 +113,8 @@ pub fn start(
 }
 
 /// `lambda wasm-compile`: the wasm module on stdin, its native code on stdout.
-/// Exit status 1 means wasmtime refused the module (its message on stderr).
+/// Exit status 1 means wasmtime refused the module (its message on stderr);
+/// 2, that the engine could not be built or the pipes failed.
 pub fn compile_stdin(memory_limit_bytes: usize, max_instances: u32) -> std::process::ExitCode {
     use std::io::{Read, Write};
     let mut wasm = Vec::new();
@@ -129,9 +130,14 @@ pub fn compile_stdin(memory_limit_bytes: usize, max_instances: u32) -> std::proc
                 std::process::ExitCode::from(2)
             }
         },
-        Err(message) => {
+        Err(lambda_wasm::CompileNativeError::Module(message)) => {
             eprintln!("{message}");
             std::process::ExitCode::from(1)
+        }
+        // Not the module's fault: any status but 1 is answered as ours.
+        Err(lambda_wasm::CompileNativeError::Engine(message)) => {
+            eprintln!("{message}");
+            std::process::ExitCode::from(2)
         }
     }
 }
