@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod body;
+mod connection;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -21,6 +22,7 @@ use std::io;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use connection::{ConnectionGauges, ServeConfig};
 pub use error::ApiError;
 pub use state::{ApiConfig, AppState};
 
@@ -38,21 +40,22 @@ pub fn metrics_router(state: AppState) -> Router {
 /// in-flight requests (the caller bounds the drain with its own deadline).
 ///
 /// HTTP/1.1 only, through hyper's `http1` connection directly rather than
-/// `axum::serve`: no protocol sniffing per connection, so that an idle
-/// keep-alive connection costs little more than hyper's read buffer
-/// (measured with `bench/run`, the held-connections case). Headers must
-/// arrive within 30 s (a slow-headers client cannot hold a connection).
+/// `axum::serve`: no protocol sniffing per connection. An idle keep-alive
+/// connection gives its buffers back after `config.park_after` (see
+/// [`connection`]), and any connection closes after `config.idle_timeout`
+/// without a complete request head.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    config: ServeConfig,
 ) -> io::Result<()> {
     use axum::extract::ConnectInfo;
-    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let config = std::sync::Arc::new(config);
+    let (stop, stopping) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -72,18 +75,17 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(addr));
             request
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(std::time::Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(connection::serve_connection(
+            stream,
+            TowerToHyperService::new(service),
+            config.clone(),
+            stopping.clone(),
+        ));
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stopping);
+    // Every connection ends its request in flight, then its receiver.
+    let _ = stop.send(());
+    stop.closed().await;
     Ok(())
 }

@@ -54,6 +54,12 @@ pub struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `active` (in hyper, with its buffers) or `parked` (idle, without).
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `hit` or `miss`.
     pub result: String,
@@ -68,6 +74,8 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    pub http_connections: Family<ConnectionLabels, Gauge>,
+    pub http_connection_parks: Counter,
     pub errors: Family<CodeLabels, Counter>,
     pub cache: Family<CacheLabels, Counter>,
     pub executions: Family<OutcomeLabels, Counter>,
@@ -91,6 +99,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The gauges of `lambda_http_connections`, for [`crate::serve`].
+    pub fn connection_gauges(&self) -> crate::ConnectionGauges {
+        let gauge = |state: &str| {
+            self.http_connections.get_or_create(&ConnectionLabels { state: state.to_owned() }).clone()
+        };
+        crate::ConnectionGauges {
+            active: gauge("active"),
+            parked: gauge("parked"),
+            parks: self.http_connection_parks.clone(),
+        }
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("lambda");
         let http_requests = Family::default();
@@ -102,6 +122,18 @@ impl Metrics {
         let http_duration =
             Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(seconds_histogram);
         registry.register("http_request_duration_seconds", "HTTP response time", http_duration.clone());
+        let http_connections = Family::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections: active (with buffers) or parked (idle, without)",
+            http_connections.clone(),
+        );
+        let http_connection_parks = Counter::default();
+        registry.register(
+            "http_connection_parks",
+            "Idle keep-alive connections that gave their buffers back",
+            http_connection_parks.clone(),
+        );
         let errors = Family::default();
         registry.register("errors", "Error responses by error code", errors.clone());
         let cache = Family::default();
@@ -159,6 +191,8 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            http_connections,
+            http_connection_parks,
             errors,
             cache,
             executions,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lambda_api::ratelimit::RedisRateLimiter;
-use lambda_api::{ApiConfig, AppState};
+use lambda_api::{ApiConfig, AppState, ServeConfig};
 use lambda_cache::{Cache, MemoryCache, RedisCache};
 use lambda_core::Language;
 use lambda_runtime::{LocalRuntime, LocalRuntimeConfig, Runtime, RuntimeRouter, resolve_interpreter};
@@ -139,6 +139,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
     let local = listener.local_addr().context("reading the bound address")?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let serve_config = ServeConfig { gauges: state.metrics().connection_gauges(), ..ServeConfig::default() };
     let metrics_task = match config.args.metrics_port {
         Some(port) => {
             let listener = TcpListener::bind((config.args.host, port))
@@ -146,7 +147,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
                 .with_context(|| format!("binding METRICS_PORT {port}"))?;
             tracing::info!(addr = %listener.local_addr().context("metrics address")?, "metrics listening");
             let router = lambda_api::metrics_router(state.clone());
-            Some(tokio::spawn(lambda_api::serve(listener, router, stopped(stop_rx.clone()))))
+            Some(tokio::spawn(lambda_api::serve(
+                listener,
+                router,
+                stopped(stop_rx.clone()),
+                serve_config.clone(),
+            )))
         }
         None => None,
     };
@@ -156,7 +162,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(%local, data_dir = %data_dir.display(), "serving");
 
     let router = lambda_api::router(state, config.args.metrics_port.is_none());
-    let server = tokio::spawn(lambda_api::serve(listener, router, stopped(stop_rx)));
+    let server = tokio::spawn(lambda_api::serve(listener, router, stopped(stop_rx), serve_config));
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests");
     let _ = stop_tx.send(true);

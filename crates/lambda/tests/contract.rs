@@ -148,6 +148,9 @@ async fn health_and_metrics() {
         "lambda_sessions_created_total{runtime=\"nodejs\"} 1",
         "lambda_workers{runtime=\"python\",state=\"generic\"}",
         "lambda_worker_starts_total{runtime=\"nodejs\",kind=\"warm\"} 1",
+        "lambda_http_connections{state=\"active\"}",
+        "lambda_http_connections{state=\"parked\"}",
+        "lambda_http_connection_parks_total",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
