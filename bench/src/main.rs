@@ -69,6 +69,10 @@ struct Case {
     ratio_rps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     floor: Option<String>,
+    /// The floor's throughput the ratio is taken against: the mean of its
+    /// measures just before and just after this case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor_rps: Option<f64>,
     /// Controller RSS right after the case: what the case left behind
     /// (sessions, workers' bookkeeping, held connections) shows case by case.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,11 +137,71 @@ const NODE_FLOOR: &str = "floor: node http";
 const PYTHON_FLOOR: &str = "floor: python asyncio";
 const HYPER_FLOOR: &str = "floor: bare hyper";
 
-/// A platform case's throughput ratio to its floor, when the floor ran.
-fn against(stats: &Stats, floor: Option<(&str, &Option<Stats>)>) -> (Option<f64>, Option<String>) {
+/// A floor server, kept up through the run. This VM's speed drifts by tens of
+/// percent between minutes, so each platform case is compared with the
+/// floor measured right before and right after it, not at the start only.
+struct Floor {
+    name: &'static str,
+    _server: server::Process,
+    addr: SocketAddr,
+    make: MakeRequest,
+    /// Its most recent measure.
+    latest: Stats,
+}
+
+/// Throughput figures of one run: concurrency, warm-up and measured time.
+#[derive(Clone, Copy)]
+struct Load {
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+}
+
+impl Load {
+    async fn run(self, addr: SocketAddr, make: MakeRequest) -> anyhow::Result<Stats> {
+        load::run(addr, self.concurrency, self.warmup, self.duration, make).await
+    }
+}
+
+impl Floor {
+    async fn start(
+        name: &'static str,
+        server: server::Process,
+        make: MakeRequest,
+        timing: Load,
+    ) -> anyhow::Result<Self> {
+        let addr = server.addr;
+        let latest = timing.run(addr, make.clone()).await?;
+        Ok(Self { name, _server: server, addr, make, latest })
+    }
+
+    /// Measures the floor again, and returns `stats`' ratio to the mean of
+    /// that measure and the one before.
+    async fn compare(&mut self, stats: &Stats, timing: Load) -> anyhow::Result<Compared> {
+        println!("  {} again …", self.name);
+        let before = self.latest.rps;
+        self.latest = timing.run(self.addr, self.make.clone()).await?;
+        let reference = (before + self.latest.rps) / 2.0;
+        Ok(Compared {
+            ratio_rps: Some(stats.rps / reference),
+            floor: Some(self.name.to_owned()),
+            floor_rps: Some(reference),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Compared {
+    ratio_rps: Option<f64>,
+    floor: Option<String>,
+    floor_rps: Option<f64>,
+}
+
+/// A platform case's comparison with its floor, when the floor runs.
+async fn against(stats: &Stats, floor: Option<&mut Floor>, load: Load) -> anyhow::Result<Compared> {
     match floor {
-        Some((name, Some(f))) => (Some(stats.rps / f.rps), Some(name.to_owned())),
-        _ => (None, None),
+        Some(floor) => floor.compare(stats, load).await,
+        None => Ok(Compared::default()),
     }
 }
 
@@ -196,18 +260,19 @@ async fn main() -> anyhow::Result<()> {
     let mut cases: Vec<Case> = Vec::new();
     let floors_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("floors");
 
+    let timing = Load { concurrency: c, warmup, duration };
     println!("floors …");
     let mut node_floor = None;
     if cli.wants("floor-node") {
         let node = server::node_floor(&floors_dir.join("node_server.js"))?;
         let make = adder(node.addr, "/".into(), vec![]);
-        node_floor = Some(load::run(node.addr, c, warmup, duration, make).await?);
+        node_floor = Some(Floor::start(NODE_FLOOR, node, make, timing).await?);
     }
     let mut python_floor = None;
     if cli.wants("floor-python") {
         let python = server::python_floor(&floors_dir.join("python_server.py"))?;
         let make = adder(python.addr, "/".into(), vec![]);
-        python_floor = Some(load::run(python.addr, c, warmup, duration, make).await?);
+        python_floor = Some(Floor::start(PYTHON_FLOOR, python, make, timing).await?);
     }
     let mut hyper_floor = None;
     if cli.wants("floor-hyper") {
@@ -219,20 +284,17 @@ async fn main() -> anyhow::Result<()> {
                 .body(Full::new(Bytes::new()))
                 .unwrap_or_default()
         });
-        hyper_floor = Some(load::run(hyper.addr, c, warmup, duration, get_hello).await?);
+        hyper_floor = Some(Floor::start(HYPER_FLOOR, hyper, get_hello, timing).await?);
     }
-    for (name, stats) in
-        [(NODE_FLOOR, &node_floor), (PYTHON_FLOOR, &python_floor), (HYPER_FLOOR, &hyper_floor)]
-    {
-        if let Some(stats) = stats {
-            cases.push(Case {
-                name: name.into(),
-                stats: stats.clone(),
-                ratio_rps: None,
-                floor: None,
-                controller_rss_after_bytes: None,
-            });
-        }
+    for floor in [&node_floor, &python_floor, &hyper_floor].into_iter().flatten() {
+        cases.push(Case {
+            name: floor.name.into(),
+            stats: floor.latest.clone(),
+            ratio_rps: None,
+            floor: None,
+            floor_rps: None,
+            controller_rss_after_bytes: None,
+        });
     }
 
     let data = tempfile::tempdir()?;
@@ -267,21 +329,23 @@ async fn main() -> anyhow::Result<()> {
         let id = initialize(addr, &format!("{language}-bench-adder"), script).await?;
         let first_init = started.elapsed();
         let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
-        let stats = load::run(addr, c, warmup, duration, make).await?;
-        rss_max = rss_max.max(lambda.rss_bytes());
+        let stats = timing.run(addr, make).await?;
+        let rss = lambda.rss_bytes();
+        rss_max = rss_max.max(rss);
         workers_max = workers_max.max(workers(&metrics_text(addr).await));
         let floor = match language {
-            "nodejs" => Some((NODE_FLOOR, &node_floor)),
-            "python" => Some((PYTHON_FLOOR, &python_floor)),
+            "nodejs" => node_floor.as_mut(),
+            "python" => python_floor.as_mut(),
             _ => None,
         };
-        let (ratio_rps, floor) = against(&stats, floor);
+        let Compared { ratio_rps, floor, floor_rps } = against(&stats, floor, timing).await?;
         cases.push(Case {
             name: format!("{language}: warm execute (first initialize {} ms)", first_init.as_millis()),
             ratio_rps,
             floor,
+            floor_rps,
             stats,
-            controller_rss_after_bytes: Some(lambda.rss_bytes()),
+            controller_rss_after_bytes: Some(rss),
         });
     }
 
@@ -301,6 +365,7 @@ async fn main() -> anyhow::Result<()> {
             stats,
             ratio_rps: None,
             floor: None,
+            floor_rps: None,
             controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
         // The cold start as a client sees it: a new script's first result.
@@ -315,6 +380,7 @@ async fn main() -> anyhow::Result<()> {
             stats,
             ratio_rps: None,
             floor: None,
+            floor_rps: None,
             controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
     }
@@ -325,16 +391,18 @@ async fn main() -> anyhow::Result<()> {
         let path = format!("/api/v1/execute/{id}");
         let cached: MakeRequest =
             Arc::new(move |_| post(addr, &path, &[], &json!({ "params": { "a": 1, "b": 2 } })));
-        let stats = load::run(addr, c, warmup, duration, cached).await?;
-        let (ratio_rps, floor) = against(&stats, Some((HYPER_FLOOR, &hyper_floor)));
+        let stats = timing.run(addr, cached).await?;
+        let rss = lambda.rss_bytes();
+        rss_max = rss_max.max(rss);
+        let Compared { ratio_rps, floor, floor_rps } = against(&stats, hyper_floor.as_mut(), timing).await?;
         cases.push(Case {
             name: "nodejs: cached execute".into(),
             ratio_rps,
             floor,
+            floor_rps,
             stats,
-            controller_rss_after_bytes: Some(lambda.rss_bytes()),
+            controller_rss_after_bytes: Some(rss),
         });
-        rss_max = rss_max.max(lambda.rss_bytes());
     }
 
     let mut rss_holding = None;
@@ -354,17 +422,18 @@ async fn main() -> anyhow::Result<()> {
         );
         let id = initialize(addr, "nodejs-bench-held", SCRIPTS[0].1).await?;
         let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
-        let stats = load::run(addr, c, warmup, duration, make).await?;
+        let stats = timing.run(addr, make).await?;
         rss_holding = Some(lambda.rss_bytes());
-        let (ratio_rps, floor) = against(&stats, Some((NODE_FLOOR, &node_floor)));
+        drop(held);
+        let Compared { ratio_rps, floor, floor_rps } = against(&stats, node_floor.as_mut(), timing).await?;
         cases.push(Case {
-            name: format!("nodejs: warm execute with {} idle connections held", held.len()),
+            name: format!("nodejs: warm execute with {} idle connections held", cli.hold),
             ratio_rps,
             floor,
+            floor_rps,
             stats,
-            controller_rss_after_bytes: Some(lambda.rss_bytes()),
+            controller_rss_after_bytes: rss_holding,
         });
-        drop(held);
     }
     rss_max = rss_max.max(rss_holding.unwrap_or(0));
 
@@ -394,15 +463,16 @@ async fn main() -> anyhow::Result<()> {
 fn print_table(cases: &[Case]) {
     println!();
     println!(
-        "{:<62} {:>10} {:>9} {:>9} {:>7} {:>8} {:>7}",
-        "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor", "RSS MB"
+        "{:<62} {:>10} {:>9} {:>9} {:>7} {:>8} {:>11} {:>7}",
+        "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor", "floor req/s", "RSS MB"
     );
     for c in cases {
         let ratio = c.ratio_rps.map_or(String::new(), |r| format!("{r:.2}"));
         let rss = c.controller_rss_after_bytes.map_or(String::new(), |b| format!("{:.0}", b as f64 / 1e6));
+        let floor_rps = c.floor_rps.map_or(String::new(), |r| format!("{r:.0}"));
         println!(
-            "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8} {:>7}",
-            c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio, rss
+            "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8} {:>11} {:>7}",
+            c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio, floor_rps, rss
         );
     }
     println!();
