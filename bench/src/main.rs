@@ -73,6 +73,9 @@ struct Case {
     /// measures just before and just after this case.
     #[serde(skip_serializing_if = "Option::is_none")]
     floor_rps: Option<f64>,
+    /// Those two measures, before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor_rps_measured: Option<[f64; 2]>,
     /// Controller RSS right after the case: what the case left behind
     /// (sessions, workers' bookkeeping, held connections) shows case by case.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,6 +189,7 @@ impl Floor {
             ratio_rps: Some(stats.rps / reference),
             floor: Some(self.name.to_owned()),
             floor_rps: Some(reference),
+            floor_rps_measured: Some([before, self.latest.rps]),
         })
     }
 }
@@ -195,6 +199,7 @@ struct Compared {
     ratio_rps: Option<f64>,
     floor: Option<String>,
     floor_rps: Option<f64>,
+    floor_rps_measured: Option<[f64; 2]>,
 }
 
 /// A platform case's comparison with its floor, when the floor runs.
@@ -293,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
             ratio_rps: None,
             floor: None,
             floor_rps: None,
+            floor_rps_measured: None,
             controller_rss_after_bytes: None,
         });
     }
@@ -338,12 +344,14 @@ async fn main() -> anyhow::Result<()> {
             "python" => python_floor.as_mut(),
             _ => None,
         };
-        let Compared { ratio_rps, floor, floor_rps } = against(&stats, floor, timing).await?;
+        let Compared { ratio_rps, floor, floor_rps, floor_rps_measured } =
+            against(&stats, floor, timing).await?;
         cases.push(Case {
             name: format!("{language}: warm execute (first initialize {} ms)", first_init.as_millis()),
             ratio_rps,
             floor,
             floor_rps,
+            floor_rps_measured,
             stats,
             controller_rss_after_bytes: Some(rss),
         });
@@ -366,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
             ratio_rps: None,
             floor: None,
             floor_rps: None,
+            floor_rps_measured: None,
             controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
         // The cold start as a client sees it: a new script's first result.
@@ -381,6 +390,7 @@ async fn main() -> anyhow::Result<()> {
             ratio_rps: None,
             floor: None,
             floor_rps: None,
+            floor_rps_measured: None,
             controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
     }
@@ -394,12 +404,14 @@ async fn main() -> anyhow::Result<()> {
         let stats = timing.run(addr, cached).await?;
         let rss = lambda.rss_bytes();
         rss_max = rss_max.max(rss);
-        let Compared { ratio_rps, floor, floor_rps } = against(&stats, hyper_floor.as_mut(), timing).await?;
+        let Compared { ratio_rps, floor, floor_rps, floor_rps_measured } =
+            against(&stats, hyper_floor.as_mut(), timing).await?;
         cases.push(Case {
             name: "nodejs: cached execute".into(),
             ratio_rps,
             floor,
             floor_rps,
+            floor_rps_measured,
             stats,
             controller_rss_after_bytes: Some(rss),
         });
@@ -425,12 +437,14 @@ async fn main() -> anyhow::Result<()> {
         let stats = timing.run(addr, make).await?;
         rss_holding = Some(lambda.rss_bytes());
         drop(held);
-        let Compared { ratio_rps, floor, floor_rps } = against(&stats, node_floor.as_mut(), timing).await?;
+        let Compared { ratio_rps, floor, floor_rps, floor_rps_measured } =
+            against(&stats, node_floor.as_mut(), timing).await?;
         cases.push(Case {
             name: format!("nodejs: warm execute with {} idle connections held", cli.hold),
             ratio_rps,
             floor,
             floor_rps,
+            floor_rps_measured,
             stats,
             controller_rss_after_bytes: rss_holding,
         });
