@@ -199,6 +199,16 @@ impl WasmRuntime {
             .await
             .map_err(|failure| match failure {
                 native::NativeFailure::Invalid(message) => self.module_error(language, &message),
+                // Like a rustc run past its time: the script is too costly to compile.
+                native::NativeFailure::TimedOut(limit) => {
+                    let secs = limit.as_secs();
+                    LambdaError::new(
+                        ErrorCode::CompileError,
+                        format!("compiling to native code took longer than {secs} s"),
+                    )
+                    .with("limit", "compile_time")
+                    .with("timeout_seconds", secs)
+                }
                 native::NativeFailure::Failed(message) => LambdaError::internal(message),
             })
     }

@@ -21,7 +21,9 @@ const SUBCOMMAND: &str = "wasm-compile";
 pub(crate) enum NativeFailure {
     /// wasmtime refused the module: its message.
     Invalid(String),
-    /// The compiler could not run, was killed, or overran its time.
+    /// The module took longer than this to compile (the process is killed).
+    TimedOut(Duration),
+    /// The compiler could not run or was killed.
     Failed(String),
 }
 
@@ -79,7 +81,7 @@ pub(crate) async fn compile_in_child(
     let run = async { tokio::join!(feed, child.wait_with_output()).1 };
     let output = tokio::time::timeout(timeout, run)
         .await
-        .map_err(|_| NativeFailure::Failed(format!("compiling to native code took over {timeout:?}")))?
+        .map_err(|_| NativeFailure::TimedOut(timeout))?
         .map_err(|e| NativeFailure::Failed(format!("waiting for the compiler: {e}")))?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     match output.status.code() {
@@ -108,5 +110,21 @@ mod tests {
             compile_in_child(Path::new("/nonexistent/lambda"), 1 << 20, 2, vec![0], Duration::from_secs(5))
                 .await;
         assert!(matches!(result, Err(NativeFailure::Failed(_))));
+    }
+
+    #[tokio::test]
+    async fn a_compile_past_its_time_is_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let compiler = dir.path().join("slow-compiler");
+        std::fs::write(&compiler, "#!/bin/sh\nexec sleep 30\n").expect("write");
+        std::fs::set_permissions(&compiler, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let started = std::time::Instant::now();
+        let result = compile_in_child(&compiler, 1 << 20, 2, vec![0], Duration::from_millis(200)).await;
+        assert!(
+            matches!(result, Err(NativeFailure::TimedOut(t)) if t == Duration::from_millis(200)),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "the compile was not cut short");
     }
 }
