@@ -30,6 +30,9 @@ struct Cli {
     /// Measured seconds per case (after one second of warm-up).
     #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Warm-up seconds before each measure (not counted).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
     /// Concurrent keep-alive connections per throughput case.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -259,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Mode::FloorHyper) = cli.mode {
         return server::serve_hyper_hello().await;
     }
-    let warmup = Duration::from_secs(1);
+    let warmup = Duration::from_secs(cli.warmup);
     let duration = Duration::from_secs(cli.duration);
     let c = cli.concurrency;
     let mut cases: Vec<Case> = Vec::new();
