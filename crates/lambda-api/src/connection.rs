@@ -45,7 +45,9 @@ pub struct ServeConfig {
     /// any request for the rest of its headers. Then it is closed.
     pub idle_timeout: Duration,
     /// How long a keep-alive connection waits for its next request before its
-    /// buffers are released.
+    /// buffers are released. Short: a client under load sends its next request
+    /// sooner, and one that pauses longer costs a new hyper connection (a few
+    /// allocations) when it comes back.
     pub park_after: Duration,
     /// Open connections: serving a request or waiting with buffers (`active`),
     /// and idle without buffers (`parked`).
@@ -56,7 +58,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(30),
-            park_after: Duration::from_secs(1),
+            park_after: Duration::from_millis(100),
             gauges: ConnectionGauges::default(),
         }
     }
