@@ -176,8 +176,11 @@ where
         Ok(()) if parking && !stopped => {
             config.gauges.parks.inc();
             let parts = connection.into_parts();
-            // Copied: the handed-back `Bytes` keeps hyper's whole read buffer alive.
-            Some((parts.io.io.into_inner(), Bytes::copy_from_slice(&parts.read_buf)))
+            // What hyper read and did not parse, then anything it had not read
+            // yet; copied, as the handed-back `Bytes` keeps hyper's whole read
+            // buffer alive.
+            let ahead = [&parts.read_buf[..], &parts.io.ahead[..]].concat();
+            Some((parts.io.io.into_inner(), Bytes::from(ahead)))
         }
         Ok(()) => None,
         Err(e) => {
