@@ -217,12 +217,17 @@ const SCRIPTS: [(&str, &str); 2] =
     [("nodejs", "return event.params.a + event.params.b;"), ("python", "result = params['a'] + params['b']")];
 const RUST_ADDER: &str = "use serde_json::{json, Value};\npub fn handle(params: Value) -> Value {\n    json!(params[\"a\"].as_i64().unwrap_or(0) + params[\"b\"].as_i64().unwrap_or(0))\n}\n";
 
-fn workers(metrics: &str) -> u64 {
+/// The sum of a metric's series whose line starts with `prefix`.
+fn metric_sum(metrics: &str, prefix: &str) -> u64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with("lambda_workers{"))
+        .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+fn workers(metrics: &str) -> u64 {
+    metric_sum(metrics, "lambda_workers{")
 }
 
 async fn metrics_text(addr: SocketAddr) -> String {
@@ -421,6 +426,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut rss_holding = None;
+    let mut held_parked = None;
     if cli.hold > 0 && cli.wants("hold") {
         println!("holding {} keep-alive connections …", cli.hold);
         let health: MakeRequest = Arc::new(move |_| {
@@ -439,6 +445,9 @@ async fn main() -> anyhow::Result<()> {
         let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
         let stats = timing.run(addr, make).await?;
         rss_holding = Some(lambda.rss_bytes());
+        let parked = metric_sum(&metrics_text(addr).await, "lambda_http_connections{state=\"parked\"}");
+        println!("  of them parked (idle, without buffers): {parked}");
+        held_parked = Some(parked);
         drop(held);
         let Compared { ratio_rps, floor, floor_rps, floor_rps_measured } =
             against(&stats, node_floor.as_mut(), timing).await?;
@@ -465,6 +474,7 @@ async fn main() -> anyhow::Result<()> {
         "machine": machine(),
         "timestamp": chrono::Utc::now().to_rfc3339(),
         "config": { "duration_s": cli.duration, "concurrency": c, "held_connections": cli.hold },
+        "held_connections_parked": held_parked,
         "controller_rss_bytes": { "idle": rss_idle, "max": rss_max, "holding": rss_holding },
         "workers_max": workers_max,
         "cases": cases,
