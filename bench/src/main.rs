@@ -67,18 +67,9 @@ struct Case {
     name: String,
     #[serde(flatten)]
     stats: Stats,
-    /// Throughput ratio to this case's floor (platform / floor).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ratio_rps: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    floor: Option<String>,
-    /// The floor's throughput the ratio is taken against: the mean of its
-    /// measures just before and just after this case.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    floor_rps: Option<f64>,
-    /// Those two measures, before and after.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    floor_rps_measured: Option<[f64; 2]>,
+    /// The comparison with this case's floor, when it has one.
+    #[serde(flatten)]
+    compared: Compared,
     /// Controller RSS right after the case: what the case left behind
     /// (sessions, workers' bookkeeping, held connections) shows case by case.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,18 +188,26 @@ impl Floor {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, Serialize)]
 struct Compared {
+    /// Throughput ratio to the floor (platform / floor).
+    #[serde(skip_serializing_if = "Option::is_none")]
     ratio_rps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     floor: Option<String>,
+    /// The floor's throughput the ratio is taken against: the mean of its
+    /// measures just before and just after this case.
+    #[serde(skip_serializing_if = "Option::is_none")]
     floor_rps: Option<f64>,
+    /// Those two measures, before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
     floor_rps_measured: Option<[f64; 2]>,
 }
 
 /// A platform case's comparison with its floor, when the floor runs.
-async fn against(stats: &Stats, floor: Option<&mut Floor>, load: Load) -> anyhow::Result<Compared> {
+async fn against(stats: &Stats, floor: Option<&mut Floor>, timing: Load) -> anyhow::Result<Compared> {
     match floor {
-        Some(floor) => floor.compare(stats, load).await,
+        Some(floor) => floor.compare(stats, timing).await,
         None => Ok(Compared::default()),
     }
 }
@@ -303,10 +302,7 @@ async fn main() -> anyhow::Result<()> {
         cases.push(Case {
             name: floor.name.into(),
             stats: floor.latest.clone(),
-            ratio_rps: None,
-            floor: None,
-            floor_rps: None,
-            floor_rps_measured: None,
+            compared: Compared::default(),
             controller_rss_after_bytes: None,
         });
     }
@@ -352,14 +348,10 @@ async fn main() -> anyhow::Result<()> {
             "python" => python_floor.as_mut(),
             _ => None,
         };
-        let Compared { ratio_rps, floor, floor_rps, floor_rps_measured } =
-            against(&stats, floor, timing).await?;
+        let compared = against(&stats, floor, timing).await?;
         cases.push(Case {
             name: format!("{language}: warm execute (first initialize {} ms)", first_init.as_millis()),
-            ratio_rps,
-            floor,
-            floor_rps,
-            floor_rps_measured,
+            compared,
             stats,
             controller_rss_after_bytes: Some(rss),
         });
@@ -379,10 +371,7 @@ async fn main() -> anyhow::Result<()> {
         cases.push(Case {
             name: format!("{language}: initialize (new script each)"),
             stats,
-            ratio_rps: None,
-            floor: None,
-            floor_rps: None,
-            floor_rps_measured: None,
+            compared: Compared::default(),
             controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
         // The cold start as a client sees it: a new script's first result.
@@ -395,10 +384,7 @@ async fn main() -> anyhow::Result<()> {
         cases.push(Case {
             name: format!("{language}: initialize + first execute (new script each)"),
             stats,
-            ratio_rps: None,
-            floor: None,
-            floor_rps: None,
-            floor_rps_measured: None,
+            compared: Compared::default(),
             controller_rss_after_bytes: Some(lambda.rss_bytes()),
         });
     }
@@ -412,14 +398,10 @@ async fn main() -> anyhow::Result<()> {
         let stats = timing.run(addr, cached).await?;
         let rss = lambda.rss_bytes();
         rss_max = rss_max.max(rss);
-        let Compared { ratio_rps, floor, floor_rps, floor_rps_measured } =
-            against(&stats, hyper_floor.as_mut(), timing).await?;
+        let compared = against(&stats, hyper_floor.as_mut(), timing).await?;
         cases.push(Case {
             name: "nodejs: cached execute".into(),
-            ratio_rps,
-            floor,
-            floor_rps,
-            floor_rps_measured,
+            compared,
             stats,
             controller_rss_after_bytes: Some(rss),
         });
@@ -449,14 +431,10 @@ async fn main() -> anyhow::Result<()> {
         println!("  of them parked (idle, without buffers): {parked}");
         held_parked = Some(parked);
         drop(held);
-        let Compared { ratio_rps, floor, floor_rps, floor_rps_measured } =
-            against(&stats, node_floor.as_mut(), timing).await?;
+        let compared = against(&stats, node_floor.as_mut(), timing).await?;
         cases.push(Case {
             name: format!("nodejs: warm execute with {} idle connections held", cli.hold),
-            ratio_rps,
-            floor,
-            floor_rps,
-            floor_rps_measured,
+            compared,
             stats,
             controller_rss_after_bytes: rss_holding,
         });
@@ -494,9 +472,9 @@ fn print_table(cases: &[Case]) {
         "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor", "floor req/s", "RSS MB"
     );
     for c in cases {
-        let ratio = c.ratio_rps.map_or(String::new(), |r| format!("{r:.2}"));
+        let ratio = c.compared.ratio_rps.map_or(String::new(), |r| format!("{r:.2}"));
         let rss = c.controller_rss_after_bytes.map_or(String::new(), |b| format!("{:.0}", b as f64 / 1e6));
-        let floor_rps = c.floor_rps.map_or(String::new(), |r| format!("{r:.0}"));
+        let floor_rps = c.compared.floor_rps.map_or(String::new(), |r| format!("{r:.0}"));
         println!(
             "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8} {:>11} {:>7}",
             c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio, floor_rps, rss

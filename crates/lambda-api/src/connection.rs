@@ -51,7 +51,7 @@ pub struct ServeConfig {
     pub park_after: Duration,
     /// Open connections: serving a request or waiting with buffers (`active`),
     /// and idle without buffers (`parked`).
-    pub gauges: ConnectionGauges,
+    pub metrics: ConnectionMetrics,
 }
 
 impl Default for ServeConfig {
@@ -59,14 +59,14 @@ impl Default for ServeConfig {
         Self {
             idle_timeout: Duration::from_secs(30),
             park_after: Duration::from_millis(100),
-            gauges: ConnectionGauges::default(),
+            metrics: ConnectionMetrics::default(),
         }
     }
 }
 
 /// `lambda_http_connections` by state, and `lambda_http_connection_parks`.
 #[derive(Clone, Debug, Default)]
-pub struct ConnectionGauges {
+pub struct ConnectionMetrics {
     pub active: Gauge,
     pub parked: Gauge,
     pub parks: Counter,
@@ -107,7 +107,7 @@ pub(crate) async fn serve_connection<S>(
     let mut wait = config.idle_timeout;
     loop {
         if ahead.is_empty() {
-            let _parked = Counted::new(&config.gauges.parked);
+            let _parked = Counted::new(&config.metrics.parked);
             let readable = tokio::select! {
                 readable = stream.readable() => readable.is_ok(),
                 () = tokio::time::sleep(wait) => false,
@@ -117,7 +117,7 @@ pub(crate) async fn serve_connection<S>(
                 return;
             }
         }
-        let _active = Counted::new(&config.gauges.active);
+        let _active = Counted::new(&config.metrics.active);
         match serve_until_idle(stream, ahead, service.clone(), &idle, &config, &mut shutdown).await {
             Some((returned, rest)) => (stream, ahead) = (returned, rest),
             None => return,
@@ -174,7 +174,7 @@ where
     .await;
     match ended {
         Ok(()) if parking && !stopped => {
-            config.gauges.parks.inc();
+            config.metrics.parks.inc();
             let parts = connection.into_parts();
             // What hyper read and did not parse, then anything it had not read
             // yet; copied, as the handed-back `Bytes` keeps hyper's whole read

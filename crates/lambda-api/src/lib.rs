@@ -22,7 +22,7 @@ use std::io;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use connection::{ConnectionGauges, ServeConfig};
+pub use connection::{ConnectionMetrics, ServeConfig};
 pub use error::ApiError;
 pub use state::{ApiConfig, AppState};
 

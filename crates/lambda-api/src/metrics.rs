@@ -99,12 +99,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The gauges of `lambda_http_connections`, for [`crate::serve`].
-    pub fn connection_gauges(&self) -> crate::ConnectionGauges {
+    /// `lambda_http_connections` and `lambda_http_connection_parks`, for [`crate::serve`].
+    pub fn connection_metrics(&self) -> crate::ConnectionMetrics {
         let gauge = |state: &str| {
             self.http_connections.get_or_create(&ConnectionLabels { state: state.to_owned() }).clone()
         };
-        crate::ConnectionGauges {
+        crate::ConnectionMetrics {
             active: gauge("active"),
             parked: gauge("parked"),
             parks: self.http_connection_parks.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use lambda_api::{ConnectionGauges, ServeConfig};
+use lambda_api::{ConnectionMetrics, ServeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -22,7 +22,7 @@ const PAST_PARK: Duration = Duration::from_millis(600);
 
 struct Server {
     addr: SocketAddr,
-    gauges: ConnectionGauges,
+    metrics: ConnectionMetrics,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -40,8 +40,8 @@ async fn start(idle_timeout: Duration) -> Server {
         );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
-    let gauges = ConnectionGauges::default();
-    let config = ServeConfig { idle_timeout, park_after: PARK_AFTER, gauges: gauges.clone() };
+    let metrics = ConnectionMetrics::default();
+    let config = ServeConfig { idle_timeout, park_after: PARK_AFTER, metrics: metrics.clone() };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(lambda_api::serve(
         listener,
@@ -51,12 +51,12 @@ async fn start(idle_timeout: Duration) -> Server {
         },
         config,
     ));
-    Server { addr, gauges, stop: Some(stop), task }
+    Server { addr, metrics, stop: Some(stop), task }
 }
 
 impl Server {
     fn counts(&self) -> (i64, i64, u64) {
-        (self.gauges.active.get(), self.gauges.parked.get(), self.gauges.parks.get())
+        (self.metrics.active.get(), self.metrics.parked.get(), self.metrics.parks.get())
     }
 
     async fn shut_down(mut self) {

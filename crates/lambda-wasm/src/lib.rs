@@ -201,13 +201,7 @@ impl WasmRuntime {
                 native::NativeFailure::Invalid(message) => self.module_error(language, &message),
                 // Like a rustc run past its time: the script is too costly to compile.
                 native::NativeFailure::TimedOut(limit) => {
-                    let secs = limit.as_secs();
-                    LambdaError::new(
-                        ErrorCode::CompileError,
-                        format!("compiling to native code took longer than {secs} s"),
-                    )
-                    .with("limit", "compile_time")
-                    .with("timeout_seconds", secs)
+                    compile_time_exceeded("compiling to native code", limit)
                 }
                 native::NativeFailure::Failed(message) => LambdaError::internal(message),
             })
@@ -284,6 +278,15 @@ impl WasmRuntime {
 }
 
 /// The `COMPILE_ERROR` of a failed compile, as stored with its artifact.
+/// A compile (`what`) that ran past `limit`: the script's, a 461, and never
+/// stored, so the next initialize tries again.
+fn compile_time_exceeded(what: &str, limit: Duration) -> LambdaError {
+    let secs = limit.as_secs();
+    LambdaError::new(ErrorCode::CompileError, format!("{what} took longer than {secs} s"))
+        .with("limit", "compile_time")
+        .with("timeout_seconds", secs)
+}
+
 fn stored_compile_error(stored: Option<&Value>) -> LambdaError {
     let message = stored.and_then(|v| v["message"].as_str()).unwrap_or("the Rust code does not compile");
     let mut e = LambdaError::new(ErrorCode::CompileError, message);
@@ -380,5 +383,20 @@ impl Runtime for WasmRuntime {
         for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compile_past_its_time_is_the_scripts_461_with_the_limit() {
+        let e = compile_time_exceeded("compiling to native code", Duration::from_secs(120));
+        assert_eq!(e.code, ErrorCode::CompileError);
+        assert_eq!(e.code.http_status(), 461);
+        assert_eq!(e.message, "compiling to native code took longer than 120 s");
+        assert_eq!(e.details["limit"], "compile_time");
+        assert_eq!(e.details["timeout_seconds"], 120);
     }
 }

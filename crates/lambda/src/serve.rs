@@ -139,7 +139,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
     let local = listener.local_addr().context("reading the bound address")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let serve_config = ServeConfig { gauges: state.metrics().connection_gauges(), ..ServeConfig::default() };
+    let serve_config =
+        ServeConfig { metrics: state.metrics().connection_metrics(), ..ServeConfig::default() };
     let metrics_task = match config.args.metrics_port {
         Some(port) => {
             let listener = TcpListener::bind((config.args.host, port))

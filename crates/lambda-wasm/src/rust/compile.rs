@@ -136,12 +136,10 @@ impl Compile<'_> {
         let output = match run(cmd, self.timeout).await {
             Ok(output) => output,
             Err(RunFailure::TimedOut) => {
-                let secs = self.timeout.as_secs();
-                return Err(CompileFailure::Transient(
-                    LambdaError::new(ErrorCode::CompileError, format!("compiling took longer than {secs} s"))
-                        .with("limit", "compile_time")
-                        .with("timeout_seconds", secs),
-                ));
+                return Err(CompileFailure::Transient(crate::compile_time_exceeded(
+                    "compiling",
+                    self.timeout,
+                )));
             }
             Err(RunFailure::Spawn(e)) => {
                 return Err(transient_unavailable(&format!("cannot run cargo: {e}")));
