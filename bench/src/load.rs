@@ -14,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use crate::cpu::{self, PerRequest};
+
 /// Builds the `n`-th request of a connection.
 pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
 
@@ -31,6 +33,9 @@ pub struct Stats {
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// CPU µs per request of the server, its workers and the load generator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<PerRequest>,
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -82,29 +87,40 @@ async fn connection(
     Ok((hist, errors))
 }
 
-/// Runs `concurrency` connections for `warmup + duration`; only `duration` is measured.
-pub async fn run(
-    addr: SocketAddr,
-    concurrency: usize,
-    warmup: Duration,
-    duration: Duration,
-    make: MakeRequest,
-) -> anyhow::Result<Stats> {
-    run_chained(addr, concurrency, warmup, duration, make, None).await
+/// What a run drives and measures: `concurrency` connections to `addr` for
+/// `warmup + duration` (only `duration` is measured), and the CPU time of
+/// the process `server` over the measured part.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub server: u32,
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// Runs the target's connections, each sending the requests `make` builds.
+pub async fn run(target: Target, make: MakeRequest) -> anyhow::Result<Stats> {
+    run_chained(target, make, None).await
 }
 
 /// As [`run`], each request followed by the one `follow` makes of its answer.
 pub async fn run_chained(
-    addr: SocketAddr,
-    concurrency: usize,
-    warmup: Duration,
-    duration: Duration,
+    target: Target,
     make: MakeRequest,
     follow: Option<FollowUp>,
 ) -> anyhow::Result<Stats> {
+    let Target { addr, server, concurrency, warmup, duration } = target;
     let start = Instant::now();
     let warmup_until = start + warmup;
     let until = warmup_until + duration;
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(warmup_until.into()).await;
+        let before = tokio::task::spawn_blocking(move || cpu::sample(server)).await?;
+        tokio::time::sleep_until(until.into()).await;
+        let after = tokio::task::spawn_blocking(move || cpu::sample(server)).await?;
+        anyhow::Ok((before, after))
+    });
     let tasks: Vec<_> = (0..concurrency)
         .map(|i| tokio::spawn(connection(addr, make.clone(), follow.clone(), warmup_until, until, i as u64)))
         .collect();
@@ -115,8 +131,10 @@ pub async fn run_chained(
         total.add(&hist)?;
         errors += errs;
     }
+    let (before, after) = sampler.await??;
     let seconds = duration.as_secs_f64();
     Ok(Stats {
+        cpu: Some(PerRequest::between(&before, &after, total.len())),
         requests: total.len(),
         errors,
         seconds,

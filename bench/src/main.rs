@@ -2,6 +2,7 @@
 //! floor (dedicated Node.js, Python and bare hyper servers) in one run, prints
 //! a table and writes `bench/results/<time>-<commit>.json`. Not a test.
 
+mod cpu;
 mod load;
 mod server;
 
@@ -139,8 +140,7 @@ const HYPER_FLOOR: &str = "floor: bare hyper";
 /// floor measured right before and right after it, not at the start only.
 struct Floor {
     name: &'static str,
-    _server: server::Process,
-    addr: SocketAddr,
+    server: server::Process,
     make: MakeRequest,
     /// Its most recent measure.
     latest: Stats,
@@ -155,8 +155,18 @@ struct Load {
 }
 
 impl Load {
-    async fn run(self, addr: SocketAddr, make: MakeRequest) -> anyhow::Result<Stats> {
-        load::run(addr, self.concurrency, self.warmup, self.duration, make).await
+    fn target(self, server: &server::Process) -> load::Target {
+        load::Target {
+            addr: server.addr,
+            server: server.child.id(),
+            concurrency: self.concurrency,
+            warmup: self.warmup,
+            duration: self.duration,
+        }
+    }
+
+    async fn run(self, server: &server::Process, make: MakeRequest) -> anyhow::Result<Stats> {
+        load::run(self.target(server), make).await
     }
 }
 
@@ -167,9 +177,8 @@ impl Floor {
         make: MakeRequest,
         timing: Load,
     ) -> anyhow::Result<Self> {
-        let addr = server.addr;
-        let latest = timing.run(addr, make.clone()).await?;
-        Ok(Self { name, _server: server, addr, make, latest })
+        let latest = timing.run(&server, make.clone()).await?;
+        Ok(Self { name, server, make, latest })
     }
 
     /// Measures the floor again, and returns `stats`' ratio to the mean of
@@ -177,7 +186,7 @@ impl Floor {
     async fn compare(&mut self, stats: &Stats, timing: Load) -> anyhow::Result<Compared> {
         println!("  {} again …", self.name);
         let before = self.latest.rps;
-        self.latest = timing.run(self.addr, self.make.clone()).await?;
+        self.latest = timing.run(&self.server, self.make.clone()).await?;
         let reference = (before + self.latest.rps) / 2.0;
         Ok(Compared {
             ratio_rps: Some(stats.rps / reference),
@@ -339,7 +348,7 @@ async fn main() -> anyhow::Result<()> {
         let id = initialize(addr, &format!("{language}-bench-adder"), script).await?;
         let first_init = started.elapsed();
         let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
-        let stats = timing.run(addr, make).await?;
+        let stats = timing.run(&lambda, make).await?;
         let rss = lambda.rss_bytes();
         rss_max = rss_max.max(rss);
         workers_max = workers_max.max(workers(&metrics_text(addr).await));
@@ -367,7 +376,8 @@ async fn main() -> anyhow::Result<()> {
         println!("{language}: initialize …");
         let concurrency = if language == "rust" { 1 } else { 2 };
         let init = |salt| new_scripts(addr, language, salt);
-        let stats = load::run(addr, concurrency, warmup, duration, init(0)).await?;
+        let target = load::Target { concurrency, ..timing.target(&lambda) };
+        let stats = load::run(target, init(0)).await?;
         cases.push(Case {
             name: format!("{language}: initialize (new script each)"),
             stats,
@@ -380,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
             let params = json!({ "params": { "a": n % 1000, "b": 1 } });
             Some(post(addr, &format!("/api/v1/execute/{id}"), &[("x-cache-control", "no-store")], &params))
         });
-        let stats = load::run_chained(addr, concurrency, warmup, duration, init(1), Some(first)).await?;
+        let stats = load::run_chained(target, init(1), Some(first)).await?;
         cases.push(Case {
             name: format!("{language}: initialize + first execute (new script each)"),
             stats,
@@ -395,7 +405,7 @@ async fn main() -> anyhow::Result<()> {
         let path = format!("/api/v1/execute/{id}");
         let cached: MakeRequest =
             Arc::new(move |_| post(addr, &path, &[], &json!({ "params": { "a": 1, "b": 2 } })));
-        let stats = timing.run(addr, cached).await?;
+        let stats = timing.run(&lambda, cached).await?;
         let rss = lambda.rss_bytes();
         rss_max = rss_max.max(rss);
         let compared = against(&stats, hyper_floor.as_mut(), timing).await?;
@@ -425,7 +435,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let id = initialize(addr, "nodejs-bench-held", SCRIPTS[0].1).await?;
         let make = adder(addr, format!("/api/v1/execute/{id}"), vec![("x-cache-control", "no-store")]);
-        let stats = timing.run(addr, make).await?;
+        let stats = timing.run(&lambda, make).await?;
         rss_holding = Some(lambda.rss_bytes());
         let parked = metric_sum(&metrics_text(addr).await, "lambda_http_connections{state=\"parked\"}");
         println!("  of them parked (idle, without buffers): {parked}");
@@ -468,17 +478,22 @@ async fn main() -> anyhow::Result<()> {
 fn print_table(cases: &[Case]) {
     println!();
     println!(
-        "{:<62} {:>10} {:>9} {:>9} {:>7} {:>8} {:>11} {:>7}",
-        "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor", "floor req/s", "RSS MB"
+        "{:<62} {:>10} {:>9} {:>9} {:>7} {:>8} {:>11} {:>7} {:>17}",
+        "case", "req/s", "p50 µs", "p99 µs", "errors", "× floor", "floor req/s", "RSS MB", "CPU µs/req s+w+g"
     );
     for c in cases {
         let ratio = c.compared.ratio_rps.map_or(String::new(), |r| format!("{r:.2}"));
         let rss = c.controller_rss_after_bytes.map_or(String::new(), |b| format!("{:.0}", b as f64 / 1e6));
         let floor_rps = c.compared.floor_rps.map_or(String::new(), |r| format!("{r:.0}"));
+        let cpu =
+            c.stats.cpu.as_ref().map_or(String::new(), |u| {
+                format!("{:.0}+{:.0}+{:.0}", u.server_us, u.workers_us, u.load_us)
+            });
         println!(
-            "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8} {:>11} {:>7}",
-            c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio, floor_rps, rss
+            "{:<62} {:>10.0} {:>9} {:>9} {:>7} {:>8} {:>11} {:>7} {:>17}",
+            c.name, c.stats.rps, c.stats.p50_us, c.stats.p99_us, c.stats.errors, ratio, floor_rps, rss, cpu
         );
     }
+    println!("CPU µs/req: s = the server (controller or floor), w = its workers, g = the load generator.");
     println!();
 }
