@@ -107,7 +107,7 @@ impl PerRequest {
         let (busy, total) = (after.machine.0 - before.machine.0, after.machine.1 - before.machine.1);
         Self {
             server_us: per(before.server, after.server),
-            workers_us: per(0.0, workers),
+            workers_us: if workers > 0.0 { per(0.0, workers) } else { 0.0 },
             load_us: per(before.load, after.load),
             machine_busy: if total > 0.0 { busy / total } else { 0.0 },
         }

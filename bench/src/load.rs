@@ -42,6 +42,26 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
 }
 
+/// Runs `work` while also driving the connection `conn`, in this task: the
+/// request and its connection never hand over to another task, which would
+/// cost the load generator a wake-up per request on the cores it shares with
+/// the server under test.
+async fn driving<F: std::future::Future>(
+    conn: &mut std::pin::Pin<&mut Connection>,
+    work: F,
+) -> anyhow::Result<F::Output> {
+    tokio::select! {
+        biased;
+        out = work => Ok(out),
+        ended = conn.as_mut() => {
+            ended?;
+            anyhow::bail!("the server closed the connection")
+        }
+    }
+}
+
+type Connection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
 async fn connection(
     addr: SocketAddr,
     make: MakeRequest,
@@ -53,7 +73,7 @@ async fn connection(
     let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let mut conn = std::pin::pin!(conn);
     let mut hist = histogram()?;
     let mut errors = 0;
     let mut n = seed;
@@ -62,15 +82,15 @@ async fn connection(
         if started >= until {
             break;
         }
-        let response = sender.send_request(make(n)).await?;
+        let response = driving(&mut conn, sender.send_request(make(n))).await??;
         let mut ok = response.status().is_success();
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = driving(&mut conn, response.into_body().collect()).await??.to_bytes();
         if let Some(follow) = follow.as_ref().filter(|_| ok) {
             match follow(n, &body) {
                 Some(request) => {
-                    let response = sender.send_request(request).await?;
+                    let response = driving(&mut conn, sender.send_request(request)).await??;
                     ok = response.status().is_success();
-                    response.into_body().collect().await?;
+                    driving(&mut conn, response.into_body().collect()).await??;
                 }
                 None => ok = false,
             }
