@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use lambda_core::{ErrorCode, LambdaError, Language, canonical_json};
@@ -131,10 +131,12 @@ pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
     Path(request_id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    // The request's own headers, moved rather than cloned (a `HeaderMap`
+    // extractor clones them): a measurable share of a cached execute.
+    let (Parts { headers, .. }, body) = request.into_parts();
     let not_found = || {
         ApiError::for_session(
             LambdaError::not_found(format!("no active session `{request_id}`")),
