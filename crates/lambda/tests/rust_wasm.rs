@@ -251,6 +251,37 @@ const HELLO_WAT: &str = r#"(module
     (i32.store (i32.const 4) (i32.const 6))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
+/// Adds one to a byte in its data segment's page and to two bytes in pages
+/// that start as zeros, and prints the three counts: `111` on a fresh memory.
+const COUNTER_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 4)
+  (data (i32.const 64) "0")
+  (func $bump (param $at i32) (result i32)
+    (i32.store8 (local.get $at) (i32.add (i32.load8_u (local.get $at)) (i32.const 1)))
+    (i32.load8_u (local.get $at)))
+  (func (export "_start")
+    (i32.store8 (i32.const 16) (call $bump (i32.const 64)))
+    (i32.store8 (i32.const 17) (i32.add (i32.const 48) (call $bump (i32.const 70000))))
+    (i32.store8 (i32.const 18) (i32.add (i32.const 48) (call $bump (i32.const 200000))))
+    (i32.store8 (i32.const 19) (i32.const 10))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 4))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+/// Instance slots are reused, and only the pages a run wrote are reset: no
+/// run may see what an earlier one left in memory, in the pages of the
+/// module's data or in the ones that start as zeros.
+#[tokio::test]
+async fn a_wasm_run_never_sees_the_memory_an_earlier_run_wrote() {
+    let s = Server::start(&[("LAMBDA_RUST_PRECOMPILE", "false")]);
+    let id = session(&s, "wasm-counter", json!({ "script_content": COUNTER_WAT })).await;
+    for run_number in 1..=6 {
+        let r = run(&s, &id, json!({})).await;
+        assert_eq!(r.body["result"], json!(111), "run {run_number}: {}", r.body);
+    }
+}
+
 #[tokio::test]
 async fn wasm_modules_as_wat_and_base64() {
     let s = Server::start(&[("LAMBDA_RUST_PRECOMPILE", "false")]);
