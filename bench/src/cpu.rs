@@ -5,9 +5,12 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-/// Clock ticks per second of `/proc/<pid>/stat`'s times.
+/// Clock ticks per second of `/proc/<pid>/stat`'s times, asked once.
 fn ticks_per_second() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100.0, |t| t as f64)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100.0, |t| t as f64)
+    })
 }
 
 /// One `/proc/<pid>/stat`: its parent and its user + system CPU seconds
