@@ -256,12 +256,23 @@ impl ServeArgs {
     }
 }
 
+fn absolute(path: &Path, var: &str) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("{var}: cannot resolve {}: {e}", path.display()))
+}
+
 fn positive(value: u64, var: &str) -> Result<u64, String> {
     if value == 0 { Err(format!("{var} must be greater than 0")) } else { Ok(value) }
 }
 
 impl Config {
-    pub fn from_args(args: ServeArgs) -> Result<Self, String> {
+    pub fn from_args(mut args: ServeArgs) -> Result<Self, String> {
+        // Workers run in a root of their own and builds in directories of
+        // their own: a directory handed to them must not depend on this
+        // process's working directory (the default `./data` is relative).
+        args.storage.data_dir = absolute(&args.storage.data_dir, "LAMBDA_DATA_DIR")?;
+        if let Some(dir) = &args.wasm.rust_cache_dir {
+            args.wasm.rust_cache_dir = Some(absolute(dir, "LAMBDA_RUST_CACHE_DIR")?);
+        }
         // Validated here (exit 64 naming the variable); opened in serve.rs.
         args.storage.postgres()?;
         let redis = args.redis()?;

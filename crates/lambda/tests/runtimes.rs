@@ -36,6 +36,24 @@ async fn nodejs_body_and_module_forms() {
     assert_eq!((r.status, r.body["result"].clone()), (200, json!(null)), "{}", r.body);
 }
 
+/// The README starts the service with the default `LAMBDA_DATA_DIR=./data`,
+/// relative to where it runs; the workers, which run in a root of their own,
+/// must still find their hosts.
+#[tokio::test]
+async fn scripts_run_with_a_data_dir_relative_to_the_working_directory() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_from(cwd.path(), std::path::Path::new("./data"), &[]);
+    for (title, script) in [
+        ("nodejs-adder", "return event.params.a + event.params.b;"),
+        ("python-adder", "result = params['a'] + params['b']"),
+    ] {
+        let id = s.session(title, script).await;
+        let r = s.execute(&id, json!({"a": 2, "b": 3})).await;
+        assert_eq!((r.status, r.body["result"].clone()), (200, json!(5)), "{title}: {}", r.body);
+    }
+    assert!(cwd.path().join("data/lambda.db").exists(), "the store is not in the relative data dir");
+}
+
 #[tokio::test]
 async fn python_script_and_handler_forms() {
     let s = Server::start(&[]);

@@ -45,6 +45,16 @@ impl Server {
     /// Starts the binary through `wrapper` (e.g. `setpriv --reuid=…`, to run it
     /// as another user); an empty wrapper is [`Server::start_in`].
     pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::launch(wrapper, None, data_dir, env)
+    }
+
+    /// Starts in the working directory `cwd`, where a relative `data_dir`
+    /// is what a user's `LAMBDA_DATA_DIR=data` (or the default `./data`) is.
+    pub fn start_from(cwd: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::launch(&[], Some(cwd), data_dir, env)
+    }
+
+    fn launch(wrapper: &[&str], cwd: Option<&Path>, data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
@@ -69,6 +79,9 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         let mut child = cmd.spawn().expect("spawn lambda");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -81,7 +94,8 @@ impl Server {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-        Server { child: Some(child), base, client, data_dir: data_dir.to_owned(), _tmp: None }
+        let data_dir = cwd.map_or_else(|| data_dir.to_owned(), |cwd| cwd.join(data_dir));
+        Server { child: Some(child), base, client, data_dir, _tmp: None }
     }
 
     /// SIGTERM, then wait for an orderly exit.
