@@ -9,7 +9,7 @@ pub mod language;
 pub mod limits;
 pub mod session;
 
-pub use canonical::canonical_json;
+pub use canonical::{canonical_json, write_canonical_json};
 pub use error::{ErrorCode, LambdaError};
 pub use function::{Function, FunctionFilter, FunctionKind};
 pub use hash::ScriptHash;

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use lambda_core::{ErrorCode, LambdaError, Language, canonical_json};
+use lambda_core::{ErrorCode, LambdaError, Language, canonical_json, write_canonical_json};
 use lambda_runtime::{Invocation, InvokeError, InvokeOutcome, RuntimeMetrics};
 use lambda_store::{ErrorLog, JsonText, LogEntry, RequestLog, SessionExecution};
 use serde::{Deserialize, Serialize};
@@ -90,9 +90,19 @@ fn cache_key(live: &LiveSession, params: &Value) -> String {
         h
     });
     let mut h = seed.clone();
-    h.update(canonical_json(params).as_bytes());
-    format!("result:{}", hex::encode(h.finalize()))
+    let mut text = Vec::with_capacity(128);
+    write_canonical_json(params, &mut text);
+    h.update(&text);
+    let mut hex = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(h.finalize(), &mut hex);
+    let mut key = String::with_capacity(CACHE_KEY_PREFIX.len() + hex.len());
+    key.push_str(CACHE_KEY_PREFIX);
+    key.extend(hex.iter().map(|&b| char::from(b)));
+    key
 }
+
+const CACHE_KEY_PREFIX: &str = "result:";
 
 /// Runs a session's prepared script with new params.
 #[utoipa::path(
