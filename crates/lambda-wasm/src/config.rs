@@ -24,7 +24,9 @@ pub struct WasmConfig {
     pub max_loaded_modules: u64,
     /// Wall-clock bound of one Rust compile (`LAMBDA_RUST_COMPILE_TIMEOUT_SECONDS`).
     pub compile_timeout: Duration,
-    /// Address-space bound (RLIMIT_AS) of cargo and rustc (`LAMBDA_RUST_COMPILE_MEMORY_MB`).
+    /// Address-space bound (RLIMIT_AS) of cargo and rustc, and data-memory
+    /// bound (RLIMIT_DATA) of the native compile of a module
+    /// (`LAMBDA_RUST_COMPILE_MEMORY_MB`).
     pub compile_memory_bytes: u64,
     /// Rust compiles running at once (`LAMBDA_RUST_COMPILE_CONCURRENCY`).
     pub compile_concurrency: usize,

@@ -195,7 +195,8 @@ impl WasmRuntime {
                 .map_err(|e| self.module_error(language, &format!("{e:?}")));
         };
         let (memory, instances) = (self.config.memory_limit_bytes, self.config.max_instances);
-        native::compile_in_child(compiler, memory, instances, wasm, self.config.compile_timeout)
+        let bound = self.config.compile_memory_bytes;
+        native::compile_in_child(compiler, memory, instances, bound, wasm, self.config.compile_timeout)
             .await
             .map_err(|failure| match failure {
                 native::NativeFailure::Invalid(message) => self.module_error(language, &message),
@@ -203,6 +204,7 @@ impl WasmRuntime {
                 native::NativeFailure::TimedOut(limit) => {
                     compile_time_exceeded("compiling to native code", limit)
                 }
+                native::NativeFailure::OutOfMemory(bytes) => compile_memory_exceeded(bytes),
                 native::NativeFailure::Failed(message) => LambdaError::internal(message),
             })
     }
@@ -285,6 +287,14 @@ fn compile_time_exceeded(what: &str, limit: Duration) -> LambdaError {
     LambdaError::new(ErrorCode::CompileError, format!("{what} took longer than {secs} s"))
         .with("limit", "compile_time")
         .with("timeout_seconds", secs)
+}
+
+/// Like [`compile_time_exceeded`]: the module is too costly to compile.
+fn compile_memory_exceeded(bytes: u64) -> LambdaError {
+    let mib = bytes / (1024 * 1024);
+    LambdaError::new(ErrorCode::CompileError, format!("compiling to native code needed more than {mib} MiB"))
+        .with("limit", "compile_memory")
+        .with("limit_mb", mib)
 }
 
 fn stored_compile_error(stored: Option<&Value>) -> LambdaError {

@@ -23,6 +23,8 @@ pub(crate) enum NativeFailure {
     Invalid(String),
     /// The module took longer than this to compile (the process is killed).
     TimedOut(Duration),
+    /// The compiler needed more data memory than its bound, bytes.
+    OutOfMemory(u64),
     /// The compiler could not run or was killed.
     Failed(String),
 }
@@ -37,14 +39,18 @@ pub enum CompileNativeError {
 }
 
 /// The compiler process's side: `wasm` in, the engine's native code out, for
-/// an engine configured like the runtime's.
+/// an engine configured like the runtime's. `before_compile` runs once the
+/// engine stands (its pools mapped), right before the compile: where the
+/// process bounds what the compile itself may allocate.
 pub fn compile_native(
     memory_limit: usize,
     max_instances: u32,
     wasm: &[u8],
+    before_compile: impl FnOnce() -> Result<(), String>,
 ) -> Result<Vec<u8>, CompileNativeError> {
     let engine = Engine::new(&engine_config(memory_limit, max_instances))
         .map_err(|e| CompileNativeError::Engine(format!("wasm engine: {e:#}")))?;
+    before_compile().map_err(CompileNativeError::Engine)?;
     engine.precompile_module(wasm).map_err(|e| CompileNativeError::Module(format!("{e:?}")))
 }
 
@@ -55,6 +61,7 @@ pub(crate) async fn compile_in_child(
     compiler: &Path,
     memory_limit: usize,
     max_instances: u32,
+    compile_memory: u64,
     wasm: Vec<u8>,
     timeout: Duration,
 ) -> Result<Vec<u8>, NativeFailure> {
@@ -62,6 +69,7 @@ pub(crate) async fn compile_in_child(
         .arg(SUBCOMMAND)
         .arg(memory_limit.to_string())
         .arg(max_instances.to_string())
+        .arg(compile_memory.to_string())
         // wasmtime's message without a backtrace of the compiler's threads.
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
@@ -87,6 +95,8 @@ pub(crate) async fn compile_in_child(
     match output.status.code() {
         Some(0) => Ok(output.stdout),
         Some(1) => Err(NativeFailure::Invalid(stderr)),
+        // Rust's answer to a refused allocation: this message, then abort.
+        _ if stderr.contains("memory allocation of") => Err(NativeFailure::OutOfMemory(compile_memory)),
         _ => Err(NativeFailure::Failed(format!("the compiler process failed ({}): {stderr}", output.status))),
     }
 }
@@ -99,16 +109,25 @@ mod tests {
     fn compiles_a_module_and_refuses_garbage() {
         // wasmtime's `wat` feature reads the text format too.
         let wat = b"(module (func (export \"f\") (result i32) i32.const 7))";
-        let native = compile_native(1 << 20, 2, wat).expect("compiles");
+        let native = compile_native(1 << 20, 2, wat, || Ok(())).expect("compiles");
         assert!(!native.is_empty());
-        assert!(matches!(compile_native(1 << 20, 2, b"not wasm"), Err(CompileNativeError::Module(_))));
+        assert!(matches!(
+            compile_native(1 << 20, 2, b"not wasm", || Ok(())),
+            Err(CompileNativeError::Module(_))
+        ));
     }
 
     #[tokio::test]
     async fn a_compiler_that_cannot_start_is_a_failure() {
-        let result =
-            compile_in_child(Path::new("/nonexistent/lambda"), 1 << 20, 2, vec![0], Duration::from_secs(5))
-                .await;
+        let result = compile_in_child(
+            Path::new("/nonexistent/lambda"),
+            1 << 20,
+            2,
+            1 << 30,
+            vec![0],
+            Duration::from_secs(5),
+        )
+        .await;
         assert!(matches!(result, Err(NativeFailure::Failed(_))));
     }
 
@@ -120,7 +139,8 @@ mod tests {
         std::fs::set_permissions(&compiler, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
         let started = std::time::Instant::now();
-        let result = compile_in_child(&compiler, 1 << 20, 2, vec![0], Duration::from_millis(200)).await;
+        let result =
+            compile_in_child(&compiler, 1 << 20, 2, 1 << 30, vec![0], Duration::from_millis(200)).await;
         assert!(
             matches!(result, Err(NativeFailure::TimedOut(t)) if t == Duration::from_millis(200)),
             "{result:?}"

@@ -39,7 +39,7 @@ enum Command {
     /// Internal: compile the wasm module on stdin to native code on stdout
     /// for the rust/wasm runtime (run by `serve` in a process of its own).
     #[command(hide = true)]
-    WasmCompile { memory_limit_bytes: usize, max_instances: u32 },
+    WasmCompile { memory_limit_bytes: usize, max_instances: u32, compile_memory_bytes: u64 },
 }
 
 /// Exit code for bad configuration (sysexits EX_USAGE).
@@ -54,8 +54,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Command::WasmCompile { memory_limit_bytes, max_instances } = cli.command {
-        return wasm::compile_stdin(memory_limit_bytes, max_instances);
+    if let Command::WasmCompile { memory_limit_bytes, max_instances, compile_memory_bytes } = cli.command {
+        return wasm::compile_stdin(memory_limit_bytes, max_instances, compile_memory_bytes);
     }
     if let Command::Token(args) = cli.command {
         return match token::run(args) {

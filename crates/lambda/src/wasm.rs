@@ -30,7 +30,7 @@ pub struct WasmArgs {
         default_value_t = 120
     )]
     pub rust_compile_timeout_seconds: u64,
-    /// Address-space bound (RLIMIT_AS) of cargo and each rustc, MiB.
+    /// Memory bound of a compile, MiB: address space (RLIMIT_AS) of cargo and each rustc, data memory (RLIMIT_DATA) of a module's native compile.
     #[arg(long = "rust-compile-memory-mb", env = "LAMBDA_RUST_COMPILE_MEMORY_MB", default_value_t = 4096)]
     pub rust_compile_memory_mb: u64,
     /// Rust compiles running at once.
@@ -114,15 +114,24 @@ pub fn start(
 
 /// `lambda wasm-compile`: the wasm module on stdin, its native code on stdout.
 /// Exit status 1 means wasmtime refused the module (its message on stderr);
-/// 2, that the engine could not be built or the pipes failed.
-pub fn compile_stdin(memory_limit_bytes: usize, max_instances: u32) -> std::process::ExitCode {
+/// 2, that the engine could not be built or the pipes failed. Once its engine
+/// stands, the process bounds the data memory the compile may add
+/// (RLIMIT_DATA, not RLIMIT_AS: the engine reserves address space it never
+/// touches), so a module that makes the compiler allocate without end fails
+/// its own compile; Rust's "memory allocation of … failed" and an abort say so.
+pub fn compile_stdin(
+    memory_limit_bytes: usize,
+    max_instances: u32,
+    compile_memory_bytes: u64,
+) -> std::process::ExitCode {
     use std::io::{Read, Write};
     let mut wasm = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
         eprintln!("reading the module: {e}");
         return std::process::ExitCode::from(2);
     }
-    match lambda_wasm::compile_native(memory_limit_bytes, max_instances, &wasm) {
+    let bound = || bound_data_memory(compile_memory_bytes);
+    match lambda_wasm::compile_native(memory_limit_bytes, max_instances, &wasm, bound) {
         Ok(native) => match std::io::stdout().write_all(&native) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -140,4 +149,18 @@ pub fn compile_stdin(memory_limit_bytes: usize, max_instances: u32) -> std::proc
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// RLIMIT_DATA at what the process holds now plus `more` bytes.
+fn bound_data_memory(more: u64) -> Result<(), String> {
+    use nix::sys::resource::{Resource, setrlimit};
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
+    let held_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .ok_or("no VmData in /proc/self/status")?;
+    let limit = held_kib.saturating_mul(1024).saturating_add(more);
+    setrlimit(Resource::RLIMIT_DATA, limit, limit).map_err(|e| format!("bounding the compiler's memory: {e}"))
 }

@@ -282,6 +282,36 @@ async fn a_wasm_run_never_sees_the_memory_an_earlier_run_wrote() {
     }
 }
 
+/// A module whose native compile needs more memory than the bound (here
+/// 48 MiB: a function of 15,000 additions needs 64–128) fails its own
+/// initialize with 461; a small module compiles and runs under the same bound.
+#[tokio::test]
+async fn a_module_too_costly_to_compile_is_461_and_nothing_else_fails() {
+    let s = Server::start(&[
+        ("LAMBDA_RUST_PRECOMPILE", "false"),
+        ("LAMBDA_RUST_PREBUILD", "false"),
+        ("LAMBDA_RUST_COMPILE_MEMORY_MB", "48"),
+    ]);
+    let adds: String =
+        (0..15_000).map(|i| format!("(local.set 0 (i32.add (local.get 0) (i32.const {i})))")).collect();
+    let costly =
+        format!("(module (memory (export \"memory\") 1) (func (export \"_start\") (local i32) {adds}))");
+    let e = assert_error(
+        &init(&s, "wasm-costly", json!({ "script_content": costly })).await,
+        461,
+        "COMPILE_ERROR",
+    );
+    assert_eq!(
+        (e["details"]["limit"].clone(), e["details"]["limit_mb"].clone()),
+        (json!("compile_memory"), json!(48)),
+        "{e}"
+    );
+
+    let id = session(&s, "wasm-echo", json!({ "script_content": ECHO_WAT })).await;
+    let r = run(&s, &id, json!({"x": 1})).await;
+    assert_eq!(r.body["result"], json!({"x": 1}), "{}", r.body);
+}
+
 #[tokio::test]
 async fn wasm_modules_as_wat_and_base64() {
     let s = Server::start(&[("LAMBDA_RUST_PRECOMPILE", "false")]);
