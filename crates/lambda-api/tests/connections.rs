@@ -31,6 +31,7 @@ async fn start(idle_timeout: Duration) -> Server {
     let router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/echo", post(|body: String| async move { body }))
+        .route("/large", get(|| async { large_body() }))
         .route(
             "/slow",
             get(|| async {
@@ -111,6 +112,12 @@ fn echo(body: &str) -> String {
 
 const HEALTH: &str = "GET /health HTTP/1.1\r\nhost: t\r\n\r\n";
 
+/// More than loopback's socket buffers hold, so most of it waits in hyper
+/// until the client reads.
+fn large_body() -> String {
+    (0..2_000_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect::<String>().repeat(16)
+}
+
 async fn expect_closed(stream: &mut TcpStream, within: Duration) {
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(within, stream.read(&mut byte))
@@ -131,6 +138,22 @@ async fn an_idle_keep_alive_connection_parks_and_serves_its_next_request() {
         assert_eq!(body, "ok");
         tokio::time::sleep(PAST_PARK).await;
         assert_eq!(server.counts(), (0, 1, round + 1), "round {round}: parked, without buffers");
+    }
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn an_answer_the_client_has_not_read_yet_is_not_cut_by_a_park() {
+    let server = start(Duration::from_secs(10)).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    for round in 0..2 {
+        stream.write_all(b"GET /large HTTP/1.1\r\nhost: t\r\n\r\n").await.expect("write");
+        // hyper waits for the next head while the answer is still unflushed.
+        tokio::time::sleep(PAST_PARK).await;
+        assert_eq!(server.counts(), (1, 0, 0), "round {round}: not parked with an unread answer");
+        let (head, body) = response(&mut stream).await;
+        assert!(head.starts_with("http/1.1 200"), "round {round}: {head}");
+        assert!(body == large_body(), "round {round}: the answer arrived cut ({} bytes)", body.len());
     }
     server.shut_down().await;
 }
