@@ -289,6 +289,13 @@ fn compile_time_exceeded(what: &str, limit: Duration) -> LambdaError {
         .with("timeout_seconds", secs)
 }
 
+/// A compiler process that died of its memory bound says so on stderr:
+/// Rust's "memory allocation of N bytes failed" (then an abort), or LLVM's
+/// "out of memory". Shared by the Rust compile and the native compile.
+pub(crate) fn ran_out_of_memory(stderr: &str) -> bool {
+    stderr.contains("memory allocation of") || stderr.contains("out of memory")
+}
+
 /// Like [`compile_time_exceeded`]: the module is too costly to compile.
 fn compile_memory_exceeded(bytes: u64) -> LambdaError {
     let mib = bytes / (1024 * 1024);

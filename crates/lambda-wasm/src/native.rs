@@ -95,8 +95,7 @@ pub(crate) async fn compile_in_child(
     match output.status.code() {
         Some(0) => Ok(output.stdout),
         Some(1) => Err(NativeFailure::Invalid(stderr)),
-        // Rust's answer to a refused allocation: this message, then abort.
-        _ if stderr.contains("memory allocation of") => Err(NativeFailure::OutOfMemory(compile_memory)),
+        _ if crate::ran_out_of_memory(&stderr) => Err(NativeFailure::OutOfMemory(compile_memory)),
         _ => Err(NativeFailure::Failed(format!("the compiler process failed ({}): {stderr}", output.status))),
     }
 }

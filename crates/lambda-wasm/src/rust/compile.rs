@@ -183,7 +183,7 @@ impl Compile<'_> {
             return Err(CompileFailure::Rejected(error));
         }
         let stderr = tail(&output.stderr);
-        if stderr.contains("memory allocation of") || stderr.contains("out of memory") {
+        if crate::ran_out_of_memory(&stderr) {
             return Err(CompileFailure::Transient(
                 LambdaError::new(ErrorCode::CompileError, "compiling ran out of its memory bound")
                     .with("limit", "compile_memory"),
