@@ -291,7 +291,8 @@ impl Executor {
             Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
                 Some(I32Exit(0)) => Exit::Success,
                 Some(I32Exit(code)) => Exit::Status(*code),
-                None => Exit::Trap { cause: e.root_cause().to_string(), full: format!("{e:?}") },
+                // `{e:#}`: the wasm backtrace, without the host's own (RUST_BACKTRACE).
+                None => Exit::Trap { cause: e.root_cause().to_string(), full: format!("{e:#}") },
             },
         };
         let limiter = &store.data().limiter;

@@ -167,9 +167,10 @@ impl WasmRuntime {
                 if script.language == Language::Wasm {
                     self.count_compile(Language::Wasm, started.elapsed());
                 }
-                let module = modules::deserialize(&engine, &native).map_err(|e| {
-                    LambdaError::internal(format!("the compiled module does not load: {e:?}"))
-                })?;
+                // wasmtime checks a module against the instance pool's limits
+                // here: a module that declares more memory than a run may have.
+                let module = modules::deserialize(&engine, &native)
+                    .map_err(|e| self.module_error(script.language, &format!("{e:#}")))?;
                 self.modules.save_native(&hash, &native);
                 (module, found)
             }
@@ -192,7 +193,7 @@ impl WasmRuntime {
             return tokio::task::spawn_blocking(move || engine.precompile_module(&wasm))
                 .await
                 .map_err(|e| LambdaError::internal(format!("module compile task failed: {e}")))?
-                .map_err(|e| self.module_error(language, &format!("{e:?}")));
+                .map_err(|e| self.module_error(language, &format!("{e:#}")));
         };
         let (memory, instances) = (self.config.memory_limit_bytes, self.config.max_instances);
         let bound = self.config.compile_memory_bytes;
@@ -210,8 +211,21 @@ impl WasmRuntime {
     }
 
     /// A module wasmtime refuses: the user's fault for `wasm`, ours for
-    /// `rust` (rustc produced it).
+    /// `rust` (rustc produced it), except a module that asks for more than a
+    /// run may have (a Rust program can too, with a large static): that is
+    /// the resource limit of either.
     fn module_error(&self, language: Language, message: &str) -> LambdaError {
+        if let Some(what) = over_pool_limit(message) {
+            let limit = self.config.memory_limit_bytes;
+            let message = match what {
+                "memory" => {
+                    format!("the module declares more memory than its limit of {} MiB", limit / (1024 * 1024))
+                }
+                _ => format!("the module declares a {what} larger than a run may have"),
+            };
+            let e = LambdaError::new(ErrorCode::ResourceLimit, message).with("limit", what);
+            return if what == "memory" { e.with("limit_bytes", limit) } else { e };
+        }
         if language == Language::Rust {
             return LambdaError::internal(format!("the compiled module does not load: {message}"));
         }
@@ -282,6 +296,20 @@ impl WasmRuntime {
 /// The `COMPILE_ERROR` of a failed compile, as stored with its artifact.
 /// A compile (`what`) that ran past `limit`: the script's, a 461, and never
 /// stored, so the next initialize tries again.
+/// What a module asks for beyond the instance pool's limits, from
+/// wasmtime's refusal ("… does not fit in pooling allocator requirements …").
+fn over_pool_limit(message: &str) -> Option<&'static str> {
+    let at = message.find("pooling allocator")?;
+    let rest = &message[at..];
+    if rest.contains("table") {
+        Some("table")
+    } else if rest.contains("memor") {
+        Some("memory")
+    } else {
+        Some("module")
+    }
+}
+
 fn compile_time_exceeded(what: &str, limit: Duration) -> LambdaError {
     let secs = limit.as_secs();
     LambdaError::new(ErrorCode::CompileError, format!("{what} took longer than {secs} s"))

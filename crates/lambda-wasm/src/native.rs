@@ -51,7 +51,7 @@ pub fn compile_native(
     let engine = Engine::new(&engine_config(memory_limit, max_instances))
         .map_err(|e| CompileNativeError::Engine(format!("wasm engine: {e:#}")))?;
     before_compile().map_err(CompileNativeError::Engine)?;
-    engine.precompile_module(wasm).map_err(|e| CompileNativeError::Module(format!("{e:?}")))
+    engine.precompile_module(wasm).map_err(|e| CompileNativeError::Module(format!("{e:#}")))
 }
 
 /// The controller's side: runs `<compiler> wasm-compile` with `wasm` on its

@@ -314,7 +314,7 @@ async fn a_module_too_costly_to_compile_is_461_and_nothing_else_fails() {
 
 #[tokio::test]
 async fn wasm_modules_as_wat_and_base64() {
-    let s = Server::start(&[("LAMBDA_RUST_PRECOMPILE", "false")]);
+    let s = Server::start(&[("LAMBDA_RUST_PRECOMPILE", "false"), ("RUST_BACKTRACE", "1")]);
     let id = session(&s, "wasm-echo", json!({ "script_content": ECHO_WAT })).await;
     let r = run(&s, &id, json!({"x": [1, 2]})).await;
     assert_eq!(r.body["result"], json!({"x": [1, 2]}), "{}", r.body);
@@ -351,6 +351,24 @@ async fn wasm_modules_as_wat_and_base64() {
     let invalid = json!({"script_content": "(module (func (export \"_start\") (drop (i32.add))))"});
     let e = assert_error(&init(&s, "wasm-invalid", invalid).await, 461, "COMPILE_ERROR");
     assert!(e["message"].as_str().is_some_and(|m| m.contains("type mismatch")), "{e}");
+
+    // A module that declares more memory (3000 pages, 187 MiB) than a run may
+    // have (128 MiB) is the script's resource limit, told at initialize.
+    let big =
+        json!({"script_content": "(module (memory (export \"memory\") 3000) (func (export \"_start\")))"});
+    let e = assert_error(&init(&s, "wasm-big", big).await, 462, "RESOURCE_LIMIT");
+    assert_eq!(e["details"]["limit"], "memory", "{e}");
+    let big_table = json!({"script_content": "(module (table 20000000 funcref) (func (export \"_start\")))"});
+    let e = assert_error(&init(&s, "wasm-table", big_table).await, 462, "RESOURCE_LIMIT");
+    assert_eq!(e["details"]["limit"], "table", "{e}");
+
+    // A trap's stack trace is the module's, never the host's own backtrace
+    // (the test runs with RUST_BACKTRACE set by CI or not).
+    let trap = json!({"script_content": "(module (func (export \"_start\") unreachable))"});
+    let id = session(&s, "wasm-trap", trap).await;
+    let e = assert_error(&run(&s, &id, json!({})).await, 460, "RUNTIME_ERROR");
+    let trace = e["details"]["stack_trace"].as_str().unwrap_or_default();
+    assert!(trace.contains("unreachable") && !trace.contains(".cargo/registry"), "{e}");
 }
 
 #[tokio::test]
