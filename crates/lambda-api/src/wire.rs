@@ -38,7 +38,7 @@ pub struct InitializeResponse {
 /// Body of `POST /api/v1/execute/{request_id}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ExecuteRequest {
-    /// Any JSON value; absent or null = `{}`.
+    /// A JSON object, the script's `params`; absent or null = `{}`.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub params: Value,
@@ -66,8 +66,8 @@ pub struct ExecuteResponse<'a> {
     /// Milliseconds in the runtime; for a cached answer, the original run's.
     pub execution_time: u64,
     pub cached: bool,
-    /// What the script returned.
-    #[schema(value_type = Object)]
+    /// What the script returned: any JSON value.
+    #[schema(value_type = Value)]
     pub result: &'a RawValue,
     /// Console/stdout lines of the run (bounded), when there were any.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -111,6 +111,20 @@ async fn sessions_and_logs_survive_a_restart() {
     assert_eq!(s.execute(&id, json!({"v": 1})).await.body["result"], 10);
     let failing = s.session("nodejs-fail", "throw new Error('always');").await;
     assert_error(&s.execute(&failing, json!({})).await, 460, "RUNTIME_ERROR");
+    // Executes refused before they ran are logged too: every execute is.
+    assert_error(
+        &s.execute_with(&id, &[("X-Cache-Control", "bogus")], json!({})).await,
+        400,
+        "INVALID_REQUEST",
+    );
+    let e = assert_error(&s.execute(&id, json!([1, 2])).await, 400, "INVALID_REQUEST");
+    assert_eq!(e["details"]["field"], "params", "{e}");
+    assert_error(&s.execute(UNKNOWN, json!({})).await, 404, "NOT_FOUND");
+    let once = json!({"script_content": "return 1;", "context": {"retain_session": false}});
+    let once =
+        s.initialize("nodejs-once", once).await.body["request_id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(s.execute(&once, json!({})).await.status, 200);
+    assert_error(&s.execute(&once, json!({})).await, 404, "NOT_FOUND");
     assert!(s.stop().success());
 
     let mut s = Server::start_in(&data, &[]);
@@ -124,11 +138,24 @@ async fn sessions_and_logs_survive_a_restart() {
     use lambda_store::Store;
     let logs = store.request_logs(&id).await.expect("logs");
     let statuses: Vec<(u16, bool)> = logs.iter().map(|l| (l.status_code, l.cached)).collect();
-    assert_eq!(statuses, vec![(200, false), (200, false)]);
-    assert_eq!(logs[1].response_payload.to_value()["result"], 20);
+    assert_eq!(statuses, vec![(200, false), (400, false), (400, false), (200, false)]);
+    assert_eq!(logs[3].response_payload.to_value()["result"], 20);
+    assert_eq!(logs[1].language_title, "python-keep");
+    let codes: Vec<String> =
+        store.error_logs(&id).await.expect("error logs").into_iter().map(|e| e.error_code).collect();
+    assert_eq!(codes, ["INVALID_REQUEST", "INVALID_REQUEST"]);
     let errors = store.error_logs(&failing).await.expect("error logs");
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].error_code, "RUNTIME_ERROR");
     let failed = store.request_logs(&failing).await.expect("logs");
     assert_eq!(failed.first().map(|l| l.status_code), Some(460));
+    let unknown = store.request_logs(UNKNOWN).await.expect("logs");
+    assert_eq!(unknown.iter().map(|l| l.status_code).collect::<Vec<_>>(), [404]);
+    assert_eq!(store.error_logs(UNKNOWN).await.expect("error logs")[0].error_code, "NOT_FOUND");
+    let once: Vec<u16> =
+        store.request_logs(&once).await.expect("logs").iter().map(|l| l.status_code).collect();
+    assert_eq!(once, [200, 404]);
 }
+
+/// A session id nobody created.
+const UNKNOWN: &str = "no-such-session";

@@ -144,6 +144,36 @@ pub async fn execute(
     request: Request,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let mut seen = Seen::default();
+    let outcome = run_execute(&state, &caller, &request_id, request, started, &mut seen).await;
+    match outcome {
+        Err(e) if !seen.logged => {
+            log_refusal(&state, &caller, &request_id, seen, &e.error, started);
+            Err(e)
+        }
+        outcome => outcome,
+    }
+}
+
+/// What an execute got to know before it failed, for the request log of a
+/// refusal: the contract logs every execute, successful or not.
+#[derive(Default)]
+struct Seen {
+    live: Option<Arc<LiveSession>>,
+    /// The serialized request payload, once the body was read.
+    request: Option<JsonText>,
+    /// Set once the execute queued its own log rows.
+    logged: bool,
+}
+
+async fn run_execute(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+    request: Request,
+    started: Instant,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
     // The request's own headers, moved rather than cloned (a `HeaderMap`
     // extractor clones them): a measurable share of a cached execute.
     let (Parts { headers, .. }, body) = request.into_parts();
@@ -153,34 +183,50 @@ pub async fn execute(
             &request_id,
         )
     };
-    let live = state.sessions().get(state.store().as_ref(), &request_id).await?.ok_or_else(not_found)?;
+    let found = state.sessions().get(state.store().as_ref(), &request_id).await;
+    let found =
+        found.map_err(|e| ApiError { request_id: Some(request_id.to_owned()), ..ApiError::from(e) })?;
+    let live = found.ok_or_else(not_found)?;
+    seen.live = Some(live.clone());
     caller
         .require_execute(live.session.language)
-        .map_err(|e| ApiError { request_id: Some(request_id.clone()), ..e })?;
+        .map_err(|e| ApiError { request_id: Some(request_id.to_owned()), ..e })?;
     caller.require_owner(live.session.user_id.as_deref(), &request_id)?;
     let at_session = |e: LambdaError| ApiError::for_session(e, &request_id);
     let policy = cache_policy(&headers).map_err(at_session)?;
     let body: ExecuteRequest = read_json(&headers, body, state.config().limits.max_body_bytes)
         .await
         .map_err(|e| ApiError::for_session(e.error, &request_id))?;
-    let params = if body.params.is_null() { json!({}) } else { body.params };
+    let params = match body.params {
+        Value::Null => json!({}),
+        params @ Value::Object(_) => params,
+        _ => {
+            let e = LambdaError::invalid_request("params must be a JSON object").with("field", "params");
+            return Err(at_session(e));
+        }
+    };
     // Serialized before the params move into the invocation.
     let logged = state.config().db_logging.then(|| JsonText::of(&RequestPayload { params: &params }));
     if let Some(function) = &live.session.function_language_title {
         match state.schemas().check(state.store().as_ref(), function, &params).await {
             Ok(()) => {}
             Err(CheckError::Invalid(e)) => {
+                seen.logged = true;
                 log_execution(&state, &live, logged, Err(&e), false, started, &RuntimeMetrics::default());
                 return Err(at_session(e));
             }
             Err(CheckError::Store(e)) => {
-                return Err(ApiError { request_id: Some(request_id), ..ApiError::from(e) });
+                seen.request = logged;
+                return Err(ApiError { request_id: Some(request_id.to_owned()), ..ApiError::from(e) });
             }
         }
     }
     if !state.sessions().claim(&live, Utc::now()).await {
+        seen.request = logged;
         return Err(not_found());
     }
+    // From here on every outcome queues its own log rows.
+    seen.logged = true;
     let key = (policy.read || policy.write).then(|| cache_key(&live, &params));
     if let Some(key) = key.as_deref().filter(|_| policy.read)
         && let Some(hit) = cached(&state, key).await
@@ -195,7 +241,7 @@ pub async fn execute(
     let invocation = Invocation {
         script: live.script.clone(),
         owner: live.owner.clone(),
-        request_id: request_id.clone(),
+        request_id: request_id.to_owned(),
         params,
         context: live.session.context.clone(),
         timeout: Duration::from_millis(live.session.timeout_ms),
@@ -322,15 +368,66 @@ fn log_execution(
         }));
     }
     let Some(request) = request else { return };
+    let row = RowOf {
+        request_id: &session.request_id,
+        language_title: &session.language_title,
+        user_id: session.user_id.as_deref(),
+    };
+    queue_request_log(state, row, request, outcome, cached, started, metrics);
+}
+
+/// The log rows of an execute refused before it ran: an unknown or used-up
+/// session, another user's, a bad header or body, storage down.
+fn log_refusal(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+    seen: Seen,
+    error: &LambdaError,
+    started: Instant,
+) {
+    if !state.config().db_logging {
+        return;
+    }
+    let session = seen.live.as_ref().map(|live| &live.session);
+    let row = RowOf {
+        request_id,
+        language_title: session.map_or("", |s| s.language_title.as_str()),
+        user_id: caller.user_id.as_deref().or(session.and_then(|s| s.user_id.as_deref())),
+    };
+    let request = seen.request.unwrap_or_else(|| JsonText::of(&Value::Null));
+    queue_request_log(state, row, request, Err(error), false, started, &RuntimeMetrics::default());
+}
+
+/// Who a request log row is about.
+#[derive(Clone, Copy)]
+struct RowOf<'a> {
+    request_id: &'a str,
+    language_title: &'a str,
+    user_id: Option<&'a str>,
+}
+
+/// One `request_logs` row, and an `error_logs` row for a failure.
+fn queue_request_log(
+    state: &AppState,
+    row: RowOf<'_>,
+    request: JsonText,
+    outcome: Result<JsonText, &LambdaError>,
+    cached: bool,
+    started: Instant,
+    metrics: &RuntimeMetrics,
+) {
+    let now = Utc::now();
+    let logs = state.logs();
     let error = outcome.as_ref().err().copied();
     let (status_code, response) = match outcome {
         Ok(body) => (200, body),
-        Err(e) => (e.code.http_status(), JsonText::of(&error_body(e, Some(&session.request_id)))),
+        Err(e) => (e.code.http_status(), JsonText::of(&error_body(e, Some(row.request_id)))),
     };
     logs.submit(LogEntry::Request(RequestLog {
-        request_id: session.request_id.clone(),
-        language_title: session.language_title.clone(),
-        user_id: session.user_id.clone(),
+        request_id: row.request_id.to_owned(),
+        language_title: row.language_title.to_owned(),
+        user_id: row.user_id.map(str::to_owned),
         status_code,
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         cached,
@@ -342,8 +439,8 @@ fn log_execution(
     }));
     if let Some(error) = error {
         logs.submit(LogEntry::Error(ErrorLog {
-            request_id: session.request_id.clone(),
-            language_title: session.language_title.clone(),
+            request_id: row.request_id.to_owned(),
+            language_title: row.language_title.to_owned(),
             error_code: error.code.as_str().to_owned(),
             message: error.message.clone(),
             details: Value::Object(error.details.clone()),
