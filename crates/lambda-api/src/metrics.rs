@@ -222,8 +222,111 @@ impl Metrics {
     }
 }
 
+/// The two text formats a scraper may ask for (`Accept`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Exposition {
+    /// The Prometheus text format 0.0.4: what the contract names, and what a
+    /// scraper that asks for nothing in particular gets.
+    Prometheus,
+    /// OpenMetrics 1.0, for a scraper that asks for it (Prometheus does).
+    OpenMetrics,
+}
+
+impl Exposition {
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+impl Metrics {
+    /// Every metric in the format `exposition` names.
+    pub fn encode_as(&self, exposition: Exposition) -> String {
+        let open = self.encode();
+        match exposition {
+            Exposition::OpenMetrics => open,
+            Exposition::Prometheus => prometheus_text(&open),
+        }
+    }
+}
+
+/// The Prometheus 0.0.4 text of an OpenMetrics exposition. The samples are
+/// the same; the metadata differs: a counter's `HELP`/`TYPE` name the
+/// family by its samples' `_total` name, `unknown` is `untyped`, and there is
+/// no `UNIT` line and no `# EOF`.
+fn prometheus_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        open.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(open.len() + 16 * counters.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find(|p| line.starts_with(p));
+        match meta.map(|p| (p, line[p.len()..].split_once(' ').unwrap_or((&line[p.len()..], "")))) {
+            Some((prefix, (name, rest))) if counters.contains(name) => {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(rest);
+            }
+            Some(("# TYPE ", (name, "unknown"))) => {
+                out.push_str("# TYPE ");
+                out.push_str(name);
+                out.push_str(" untyped");
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prometheus_text_names_counter_families_by_their_samples() {
+        let m = Metrics::new();
+        m.http_connection_parks.inc();
+        m.sessions_active.set(2);
+        m.execution_duration.get_or_create(&RuntimeLabels { runtime: "nodejs".into() }).observe(0.01);
+        let open = m.encode_as(Exposition::OpenMetrics);
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(open.contains("# TYPE lambda_http_connection_parks counter\n"), "{open}");
+
+        let text = m.encode_as(Exposition::Prometheus);
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(text.contains("# TYPE lambda_http_connection_parks_total counter\n"), "{text}");
+        assert!(text.contains("# HELP lambda_http_connection_parks_total "), "{text}");
+        assert!(text.contains("\nlambda_http_connection_parks_total 1\n"), "{text}");
+        assert!(text.contains("# TYPE lambda_sessions_active gauge\nlambda_sessions_active 2\n"), "{text}");
+        assert!(text.contains("# TYPE lambda_execution_duration_seconds histogram\n"), "{text}");
+        assert!(text.contains("lambda_execution_duration_seconds_count{runtime=\"nodejs\"} 1\n"), "{text}");
+        // Every sample line is preceded by the TYPE of the family it belongs to.
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap_or_default();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(family), "{line} outside {family}");
+            }
+        }
     }
 }

@@ -154,6 +154,16 @@ async fn health_and_metrics() {
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
+    // Prometheus text 0.0.4 unless the scraper asks for OpenMetrics.
+    let content_type = |r: &support::Reply| {
+        r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    };
+    assert!(content_type(&m).starts_with("text/plain; version=0.0.4"), "{:?}", m.headers);
+    assert!(text.contains("# TYPE lambda_http_requests_total counter") && !text.contains("# EOF"));
+    let accept = [("Accept", "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5")];
+    let open = s.request(reqwest::Method::GET, "/metrics", &accept, None).await;
+    assert!(content_type(&open).starts_with("application/openmetrics-text"), "{:?}", open.headers);
+    assert!(open.body.as_str().is_some_and(|t| t.ends_with("# EOF\n")));
 }
 
 #[test]

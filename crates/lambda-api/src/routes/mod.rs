@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lambda_core::{ErrorCode, LambdaError};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::metrics::{CodeLabels, EndpointLabels, HttpLabels};
+use crate::metrics::{CodeLabels, EndpointLabels, Exposition, HttpLabels};
 use crate::{ApiError, AppState, auth};
 
 pub fn router(state: AppState, with_metrics: bool) -> Router {
@@ -80,10 +80,12 @@ async fn openapi(State(state): State<AppState>) -> Response {
     axum::Json(crate::openapi::document(&state.config().version)).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus text 0.0.4, or OpenMetrics for a scraper that asks for it.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     health::sample_gauges(&state).await;
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics().encode())
-        .into_response()
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let exposition = Exposition::from_accept(accept);
+    ([(CONTENT_TYPE, exposition.content_type())], state.metrics().encode_as(exposition)).into_response()
 }
 
 /// Every request: refuses absurd header sets (the contract's 400) before any
