@@ -117,14 +117,26 @@ def frame(obj):
     return _encode_frame(obj).encode("utf-8", "replace")
 
 
-def script_line(tb):
-    """Line of the innermost traceback frame that is in the user's script."""
-    line = None
+def script_position(tb):
+    """Line and column (1-based; None where unknown) of the innermost
+    traceback frame that is in the user's script."""
+    found = None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == FILENAME:
-            line = tb.tb_lineno
+            found = tb
         tb = tb.tb_next
-    return line
+    if found is None:
+        return None, None
+    column = None
+    # Python 3.11+: each 2-byte code unit has its source position.
+    positions = getattr(found.tb_frame.f_code, "co_positions", None)
+    if positions is not None and found.tb_lasti >= 0:
+        for i, position in enumerate(positions()):
+            if i == found.tb_lasti // 2:
+                if position[2] is not None:
+                    column = position[2] + 1
+                break
+    return found.tb_lineno, column
 
 
 def runtime_error(exc):
@@ -135,9 +147,11 @@ def runtime_error(exc):
     while tb is not None and tb.tb_frame.f_code.co_filename != FILENAME:
         tb = tb.tb_next  # hide the host's own frames
     error["stack"] = "".join(traceback.format_exception(type(exc), exc, tb))
-    line = script_line(tb)
+    line, column = script_position(tb)
     if line is not None:
         error["line"] = line
+    if column is not None:
+        error["column"] = column
     return error
 
 
@@ -147,6 +161,7 @@ class Prepared:
     code = None
     handle = None
     with_context = False
+    is_async = False
 
 
 PREPARED = None
@@ -172,7 +187,7 @@ def check(source):
         return syntax_error(e)
     except (RecursionError, MemoryError, ValueError) as e:
         return {"ok": False, "error": {"kind": "compile", "message": f"{type(e).__name__}: {e}"}}
-    load = any(isinstance(n, ast.FunctionDef) and n.name == "handle" for n in tree.body)
+    load = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "handle" for n in tree.body)
     return {"ok": True, "load": load}
 
 
@@ -187,7 +202,7 @@ def prepare(source):
     except SyntaxError as e:
         return syntax_error(e)
     prepared = Prepared()
-    if any(isinstance(n, ast.FunctionDef) and n.name == "handle" for n in tree.body):
+    if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "handle" for n in tree.body):
         scope = {"__name__": "__script__", "__builtins__": builtins}
         try:
             exec(code, scope)
@@ -198,20 +213,35 @@ def prepare(source):
         finally:
             CAPTURE.take()
         prepared.handle = scope["handle"]
-        argc = getattr(getattr(prepared.handle, "__code__", None), "co_argcount", 1)
-        prepared.with_context = argc >= 2
+        code = getattr(prepared.handle, "__code__", None)
+        prepared.with_context = getattr(code, "co_argcount", 1) >= 2
+        prepared.is_async = bool(getattr(code, "co_flags", 0) & CO_COROUTINE)
     else:
         prepared.code = code
     PREPARED = prepared
     return {"ok": True}
 
 
+CO_COROUTINE = 0x80
+LOOP = None
+
+
 def run(req):
+    global LOOP
     params, context = req.get("params"), req.get("context")
     if PREPARED.handle is not None:
         if PREPARED.with_context:
-            return PREPARED.handle(params, context)
-        return PREPARED.handle(params)
+            result = PREPARED.handle(params, context)
+        else:
+            result = PREPARED.handle(params)
+        if PREPARED.is_async:
+            # `async def handle`: awaited on one loop kept for the worker's life.
+            if LOOP is None:
+                import asyncio
+
+                LOOP = asyncio.new_event_loop()
+            result = LOOP.run_until_complete(result)
+        return result
     scope = {
         "__name__": "__main__",
         "__builtins__": builtins,
@@ -236,7 +266,7 @@ def invoke(req):
         return failure(runtime_error(e))
     try:
         body = dumps(result).encode("utf-8", "replace")
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         return failure({"kind": "runtime", "message": f"result is not JSON-serialisable: {e}"})
     if len(body) > MAX_RESULT_BYTES:
         message = f"result is {len(body)} bytes, over the limit of {MAX_RESULT_BYTES}"

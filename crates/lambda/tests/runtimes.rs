@@ -81,6 +81,20 @@ async fn python_script_and_handler_forms() {
     let id = id.body["request_id"].as_str().expect("id").to_owned();
     let r = s.execute(&id, json!({})).await;
     assert_eq!(r.body["result"], "staging", "{}", r.body);
+
+    // `async def handle` is awaited, like a Node.js promise.
+    let script =
+        "import asyncio\nasync def handle(params):\n    await asyncio.sleep(0)\n    return params['n'] * 2";
+    let id = s.session("python-async", script).await;
+    assert_eq!(s.execute(&id, json!({"n": 21})).await.body["result"], 42);
+    assert_eq!(s.execute(&id, json!({"n": 5})).await.body["result"], 10);
+
+    // A result too deep to encode fails its own execute, and the worker lives on.
+    let script = "def handle(params):\n    r = []\n    for _ in range(params['depth']):\n        r = [r]\n    return r";
+    let id = s.session("python-deep", script).await;
+    let e = assert_error(&s.execute(&id, json!({"depth": 5000})).await, 460, "RUNTIME_ERROR");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("not JSON-serialisable")), "{e}");
+    assert_eq!(s.execute(&id, json!({"depth": 1})).await.body["result"], json!([[]]));
 }
 
 #[tokio::test]
@@ -112,7 +126,7 @@ async fn thrown_errors_are_460_with_stack() {
     let r = s.execute(&id, json!({})).await;
     let e = assert_error(&r, 460, "RUNTIME_ERROR");
     assert!(e["message"].as_str().is_some_and(|m| m.contains("nope")), "{e}");
-    assert_eq!(e["details"]["line"], 2, "{e}");
+    assert_eq!((e["details"]["line"].clone(), e["details"]["column"].clone()), (json!(2), json!(5)), "{e}");
 }
 
 #[tokio::test]
