@@ -263,12 +263,26 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
                 None => next.run(request).await,
             }
         }
-        Err(e) => {
-            let mut response = ApiError::from(e).into_response();
+        Err(error) => {
+            let request_id = session_id_of(&request);
+            let mut response = ApiError { error, request_id }.into_response();
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
             response
         }
     }
+}
+
+/// The session id in the path of an execute or a session read, for the
+/// error body of a request refused before its handler ran. Only an id
+/// spelled as ids are (`[A-Za-z0-9._-]`): nothing percent-encoded is echoed.
+pub(crate) fn session_id_of(request: &Request) -> Option<String> {
+    let route = request.extensions().get::<MatchedPath>()?.as_str();
+    if !matches!(route, "/api/v1/execute/{request_id}" | "/api/v1/sessions/{request_id}") {
+        return None;
+    }
+    let id = request.uri().path().rsplit('/').next()?;
+    let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    (plain && !id.is_empty() && id.len() <= 64).then(|| id.to_owned())
 }
 
 fn caller(auth: &AuthConfig, request: &Request, addr: IpAddr) -> Result<Caller, LambdaError> {

@@ -225,7 +225,8 @@ pub(crate) async fn limit(state: AppState, class: Class, request: Request, next:
         )
         .with("limit", decision.limit)
         .with("retry_after_seconds", decision.retry_after_seconds);
-        let mut response = ApiError::from(error).into_response();
+        let request_id = crate::auth::session_id_of(&request);
+        let mut response = ApiError { error, request_id }.into_response();
         headers(response.headers_mut(), &decision);
         response.headers_mut().insert("retry-after", HeaderValue::from(decision.retry_after_seconds));
         return response;

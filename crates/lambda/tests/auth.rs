@@ -152,6 +152,10 @@ async fn rate_limits_answer_429_with_headers() {
     }
     let limited = s.post(&path, &[("Authorization", &alice)], &json!({})).await;
     assert_error(&limited, 429, "RATE_LIMITED");
+    assert_eq!(limited.body["request_id"], id.as_str(), "the session of the path is known");
+    let bad_token = s.post(&path, &[("Authorization", "Bearer not-a-token")], &json!({})).await;
+    assert_error(&bad_token, 401, "UNAUTHORIZED");
+    assert_eq!(bad_token.body["request_id"], id.as_str());
     let retry: u64 =
         limited.headers.get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).expect("Retry-After");
     assert!((1..=60).contains(&retry), "{retry}");
