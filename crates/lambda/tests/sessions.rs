@@ -64,6 +64,31 @@ async fn client_request_ids_are_idempotent() {
     assert_error(&init("order-42", "return 2;").await, 409, "CONFLICT");
     assert_error(&init("bad id!", "return 1;").await, 400, "INVALID_REQUEST");
     assert_eq!(s.execute("order-42", json!({})).await.body["result"], 1);
+
+    // The same script under another title, or with another context, is
+    // another request, not a retry.
+    let other = |title: &'static str, body: serde_json::Value| {
+        let s = &s;
+        async move {
+            s.post("/api/v1/initialize", &[("Language-Title", title), ("X-Request-ID", "order-42")], &body)
+                .await
+        }
+    };
+    assert_error(&other("nodejs-elsewhere", json!({"script_content": "return 1;"})).await, 409, "CONFLICT");
+    let single_use = json!({"script_content": "return 1;", "context": {"retain_session": false}});
+    assert_error(&other("nodejs-idem", single_use.clone()).await, 409, "CONFLICT");
+
+    // A retry of a session that is used up names its status instead of
+    // handing back a session no execute can use.
+    let once = |id: &'static str| other_id(&s, id, single_use.clone());
+    assert_eq!(once("once-1").await.status, 200);
+    assert_eq!(s.execute("once-1", json!({})).await.status, 200);
+    let e = assert_error(&once("once-1").await, 409, "CONFLICT");
+    assert_eq!(e["details"]["status"], "closed", "{e}");
+}
+
+async fn other_id(s: &Server, id: &str, body: serde_json::Value) -> support::Reply {
+    s.post("/api/v1/initialize", &[("Language-Title", "nodejs-idem"), ("X-Request-ID", id)], &body).await
 }
 
 #[tokio::test]

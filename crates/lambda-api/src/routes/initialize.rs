@@ -136,10 +136,12 @@ pub async fn initialize(
     let compile_options = if title.language().is_compiled() { options.compile_options.clone() } else { None };
     let hash = ScriptHash::compute(title.language(), &script, compile_options.as_ref());
 
+    let context = Value::Object(context);
+    let asked = Asked { user_id: options.user_id.as_deref(), title: &title, context: &context, hash };
     if let Some(id) = client_id
         && let Some(existing) = state.sessions().get(state.store().as_ref(), id).await?
     {
-        return idempotent_retry(&existing, options.user_id.as_deref(), hash);
+        return idempotent_retry(&existing, &asked);
     }
 
     let now = Utc::now();
@@ -151,7 +153,7 @@ pub async fn initialize(
         user_id: options.user_id.clone(),
         script_content: script,
         script_hash: hash,
-        context: Value::Object(context),
+        context,
         compile_options: compile_options.clone(),
         function_language_title,
         timeout_ms: u64::try_from(limits.effective_timeout(options.timeout_ms).as_millis())
@@ -176,7 +178,16 @@ pub async fn initialize(
             // Lost a race with a concurrent initialize using the same X-Request-ID.
             let existing = state.sessions().get(state.store().as_ref(), &live.session.request_id).await?;
             return match existing {
-                Some(existing) => idempotent_retry(&existing, options.user_id.as_deref(), hash),
+                Some(existing) => {
+                    let session = &live.session;
+                    let asked = Asked {
+                        user_id: session.user_id.as_deref(),
+                        title: &title,
+                        context: &session.context,
+                        hash,
+                    };
+                    idempotent_retry(&existing, &asked)
+                }
                 None => Err(LambdaError::new(ErrorCode::Conflict, "X-Request-ID is already in use").into()),
             };
         }
@@ -224,18 +235,40 @@ async fn resolve_script(
     }
 }
 
-fn idempotent_retry(
-    existing: &LiveSession,
-    user_id: Option<&str>,
+/// What an initialize asks for, to tell a retry from another request that
+/// reuses its X-Request-ID.
+struct Asked<'a> {
+    user_id: Option<&'a str>,
+    title: &'a LanguageTitle,
+    context: &'a Value,
     hash: ScriptHash,
-) -> Result<Json<InitializeResponse>, ApiError> {
-    let same_caller = existing.session.user_id.as_deref() == user_id;
-    if same_caller && existing.session.script_hash == hash {
-        return Ok(Json(initialized_body(existing)));
+}
+
+/// The same request again (same caller, title, script and context) gets the
+/// session it created, while that session is still active. Anything else
+/// that reuses the id is a conflict.
+fn idempotent_retry(existing: &LiveSession, asked: &Asked<'_>) -> Result<Json<InitializeResponse>, ApiError> {
+    let session = &existing.session;
+    let same = session.user_id.as_deref() == asked.user_id
+        && session.script_hash == asked.hash
+        && session.language_title == asked.title.as_str()
+        && session.context == *asked.context;
+    let conflict =
+        |e: LambdaError| ApiError::for_session(e.with("header", "X-Request-ID"), &session.request_id);
+    if !same {
+        return Err(conflict(LambdaError::new(
+            ErrorCode::Conflict,
+            "X-Request-ID is already used by another session",
+        )));
     }
-    Err(LambdaError::new(ErrorCode::Conflict, "X-Request-ID is already used by another session")
-        .with("header", "X-Request-ID")
-        .into())
+    match existing.status(Utc::now()) {
+        SessionStatus::Active => Ok(Json(initialized_body(existing))),
+        status => {
+            let status = status.as_str();
+            let message = format!("X-Request-ID names a session that is {status}; initialize with a new id");
+            Err(conflict(LambdaError::new(ErrorCode::Conflict, message).with("status", status)))
+        }
+    }
 }
 
 /// A user's script under a free title becomes a dynamic function; a taken
