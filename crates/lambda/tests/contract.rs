@@ -59,6 +59,9 @@ async fn predefined_functions_run_with_schema_validation() {
     let r = s.execute(&calc, json!({"operation": "divide", "values": [1, 0]})).await;
     let e = assert_error(&r, 460, "RUNTIME_ERROR");
     assert!(e["message"].as_str().is_some_and(|m| m.contains("division by zero")), "{e}");
+    let r = s.execute(&calc, json!({"operation": "add", "values": [1e308, 1e308]})).await;
+    let e = assert_error(&r, 460, "RUNTIME_ERROR");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("out of the range")), "{e}");
     let r = s.execute(&calc, json!({"operation": "power", "values": [1]})).await;
     let e = assert_error(&r, 400, "INVALID_PARAMS");
     assert_eq!(e["details"]["path"], "/operation", "{e}");
