@@ -190,7 +190,18 @@ impl SessionRegistry {
         let (Some(cache), false) = (&self.shared, live.session.retain) else { return true };
         let ttl = lifetime(&live.session, now).unwrap_or(Duration::from_secs(1));
         match cache.set_if_absent(&claim_key(&live.session.request_id), Arc::from(&b"1"[..]), ttl).await {
-            Ok(won) => won,
+            Ok(true) => {
+                // The shared copy says closed from now on: a controller that
+                // loads the session later (or this one after a restart)
+                // reads its status from there before the store has it.
+                let mut closed = live.session.clone();
+                closed.status = SessionStatus::Closed;
+                closed.execution_count += 1;
+                closed.last_executed_at = Some(now);
+                self.publish(&closed).await;
+                true
+            }
+            Ok(false) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim a single-use session fleet-wide; claiming it locally");
                 true

@@ -84,6 +84,12 @@ async fn two_controllers_share_sessions_results_and_single_use_claims() {
     execute_ok(&b, &once, json!({"a": 1, "b": 1})).await;
     assert_error(&a.execute(&once, json!({"a": 1, "b": 1})).await, 404, "NOT_FOUND");
     assert_error(&b.execute(&once, json!({"a": 1, "b": 1})).await, 404, "NOT_FOUND");
+    // A controller that loads it afterwards (a new one, or one restarted)
+    // reads it from the shared cache as closed, not as it was initialized.
+    let c = controller(&db.url, &redis, &prefix);
+    let info = c.get(&format!("/api/v1/sessions/{once}")).await;
+    assert_eq!((info.status, info.body["status"].clone()), (200, json!("closed")), "{}", info.body);
+    assert_error(&c.execute(&once, json!({"a": 1, "b": 1})).await, 404, "NOT_FOUND");
 
     // Both controllers' logs and counters reach the shared store.
     let store = store_of(&db.url).await;
