@@ -150,6 +150,8 @@ async fn sessions_and_logs_survive_a_restart() {
         s.initialize("nodejs-once", once).await.body["request_id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(s.execute(&once, json!({})).await.status, 200);
     assert_error(&s.execute(&once, json!({})).await, 404, "NOT_FOUND");
+    // Used up is 404 before anything in the request is looked at.
+    assert_error(&s.execute(&once, json!([1])).await, 404, "NOT_FOUND");
     assert!(s.stop().success());
 
     let mut s = Server::start_in(&data, &[]);
@@ -179,7 +181,7 @@ async fn sessions_and_logs_survive_a_restart() {
     assert_eq!(store.error_logs(UNKNOWN).await.expect("error logs")[0].error_code, "NOT_FOUND");
     let once: Vec<u16> =
         store.request_logs(&once).await.expect("logs").iter().map(|l| l.status_code).collect();
-    assert_eq!(once, [200, 404]);
+    assert_eq!(once, [200, 404, 404]);
 }
 
 /// A session id nobody created.

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use lambda_core::{ErrorCode, LambdaError, Language, canonical_json, write_canonical_json};
+use lambda_core::{ErrorCode, LambdaError, Language, SessionStatus, canonical_json, write_canonical_json};
 use lambda_runtime::{Invocation, InvokeError, InvokeOutcome, RuntimeMetrics};
 use lambda_store::{ErrorLog, JsonText, LogEntry, RequestLog, SessionExecution};
 use serde::{Deserialize, Serialize};
@@ -191,7 +191,11 @@ async fn run_execute(
     caller
         .require_execute(live.session.language)
         .map_err(|e| ApiError { request_id: Some(request_id.to_owned()), ..e })?;
-    caller.require_owner(live.session.user_id.as_deref(), &request_id)?;
+    caller.require_owner(live.session.user_id.as_deref(), request_id)?;
+    // An expired or used-up session is 404 whatever the request holds.
+    if live.status(Utc::now()) != SessionStatus::Active {
+        return Err(not_found());
+    }
     let at_session = |e: LambdaError| ApiError::for_session(e, &request_id);
     let policy = cache_policy(&headers).map_err(at_session)?;
     let body: ExecuteRequest = read_json(&headers, body, state.config().limits.max_body_bytes)
