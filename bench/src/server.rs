@@ -60,6 +60,7 @@ pub fn lambda(binary: &Path, data_dir: &Path, rust_cache_dir: &Path) -> anyhow::
     cmd.arg("serve")
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
+        .env("GRPC_PORT", "0")
         .env("LAMBDA_DATA_DIR", data_dir)
         .env("LAMBDA_RUST_CACHE_DIR", rust_cache_dir)
         .env("RUST_LOG", "warn");

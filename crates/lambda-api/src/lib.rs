@@ -6,6 +6,7 @@ pub mod auth;
 mod body;
 mod connection;
 pub mod error;
+pub mod grpc;
 pub mod metrics;
 pub mod openapi;
 pub mod predefined;
@@ -88,4 +89,37 @@ pub async fn serve(
     let _ = stop.send(());
     stop.closed().await;
     Ok(())
+}
+
+/// Serves the gRPC API (`lambda.v1.Lambda` over `router`), the standard
+/// health service and server reflection on `listener` until `shutdown`
+/// resolves. `max_message` bounds a request message (the REST body limit
+/// applies behind it as well).
+pub async fn serve_grpc(
+    listener: TcpListener,
+    router: Router,
+    max_message: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    use grpc::{GrpcApi, LambdaServer};
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<LambdaServer<GrpcApi>>().await;
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // v1 and the v1alpha that older clients (grpcurl before 1.9) ask for.
+    let reflection = builder().build_v1().map_err(|e| tracing::error!(error = %e, "gRPC reflection")).ok();
+    let reflection_alpha =
+        builder().build_v1alpha().map_err(|e| tracing::error!(error = %e, "gRPC reflection")).ok();
+    let api = LambdaServer::new(GrpcApi::new(router)).max_decoding_message_size(max_message);
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_optional_service(reflection)
+        .add_optional_service(reflection_alpha)
+        .add_service(api)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
 }

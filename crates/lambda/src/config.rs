@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Serve /metrics on this port instead of the main one.
     #[arg(long = "metrics-port", env = "METRICS_PORT")]
     pub metrics_port: Option<u16>,
+    /// gRPC port (0 picks a free port; the bound address is printed at startup).
+    #[arg(long = "grpc-port", env = "GRPC_PORT", default_value_t = 50051)]
+    pub grpc_port: u16,
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Redis URL (redis://[:password@]host:6379[/db]) for the result cache and hot session lookups, shared by the fleet. Unset: an in-process cache.

@@ -138,6 +138,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let addr = (config.args.host, config.args.port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let grpc_listener = TcpListener::bind((config.args.host, config.args.grpc_port))
+        .await
+        .with_context(|| format!("binding GRPC_PORT {}", config.args.grpc_port))?;
+    let grpc_local = grpc_listener.local_addr().context("reading the gRPC address")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let serve_config =
         ServeConfig { metrics: state.metrics().connection_metrics(), ..ServeConfig::default() };
@@ -158,11 +162,21 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         None => None,
     };
     let housekeeping = tokio::spawn(housekeeping(store.clone(), stopped(stop_rx.clone())));
-    // Tests and scripts read this line to learn the port when PORT=0.
+    // Tests and scripts read these lines to learn the ports when PORT=0 and
+    // GRPC_PORT=0; the HTTP one comes last.
+    println!("lambda gRPC listening on {grpc_local}");
     println!("lambda listening on http://{local}");
-    tracing::info!(%local, data_dir = %data_dir.display(), "serving");
+    tracing::info!(%local, %grpc_local, data_dir = %data_dir.display(), "serving");
 
     let router = lambda_api::router(state, config.args.metrics_port.is_none());
+    // gRPC frames a message on top of the body: room for the envelope.
+    let max_message = config.limits.max_body_bytes + 64 * 1024;
+    let grpc = tokio::spawn(lambda_api::serve_grpc(
+        grpc_listener,
+        router.clone(),
+        max_message,
+        stopped(stop_rx.clone()),
+    ));
     let server = tokio::spawn(lambda_api::serve(listener, router, stopped(stop_rx), serve_config));
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests");
@@ -170,6 +184,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     match tokio::time::timeout(DRAIN_DEADLINE, server).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
         Err(_) => tracing::warn!("drain deadline passed with requests in flight"),
+        _ => {}
+    }
+    match tokio::time::timeout(DRAIN_DEADLINE, grpc).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server error"),
+        Err(_) => tracing::warn!("drain deadline passed with gRPC calls in flight"),
         _ => {}
     }
     if let Some(task) = metrics_task {

@@ -227,6 +227,7 @@ fn secrets_never_reach_the_log() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lambda"))
         .arg("serve")
         .env("PORT", "0")
+        .env("GRPC_PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("LAMBDA_DATA_DIR", tmp.path())
         .env("LAMBDA_JWT_SECRET", SECRET)

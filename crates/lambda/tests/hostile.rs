@@ -283,6 +283,7 @@ fn an_unknown_required_mechanism_is_a_configuration_error() {
         .arg("serve")
         .env_clear()
         .env("PORT", "0")
+        .env("GRPC_PORT", "0")
         .env("LAMBDA_SANDBOX_REQUIRE", "selinux")
         .output()
         .expect("run lambda");
@@ -322,6 +323,7 @@ fn non_root_required_mode_names_the_missing_mechanisms() {
         .arg("serve")
         .env_clear()
         .env("PORT", "0")
+        .env("GRPC_PORT", "0")
         .env("LAMBDA_DATA_DIR", tmp.path().join("data"))
         .env("LAMBDA_SANDBOX", "required")
         .output()

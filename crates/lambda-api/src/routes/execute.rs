@@ -178,12 +178,9 @@ async fn run_execute(
     // extractor clones them): a measurable share of a cached execute.
     let (Parts { headers, .. }, body) = request.into_parts();
     let not_found = || {
-        ApiError::for_session(
-            LambdaError::not_found(format!("no active session `{request_id}`")),
-            &request_id,
-        )
+        ApiError::for_session(LambdaError::not_found(format!("no active session `{request_id}`")), request_id)
     };
-    let found = state.sessions().get(state.store().as_ref(), &request_id).await;
+    let found = state.sessions().get(state.store().as_ref(), request_id).await;
     let found =
         found.map_err(|e| ApiError { request_id: Some(request_id.to_owned()), ..ApiError::from(e) })?;
     let live = found.ok_or_else(not_found)?;
@@ -196,11 +193,11 @@ async fn run_execute(
     if live.status(Utc::now()) != SessionStatus::Active {
         return Err(not_found());
     }
-    let at_session = |e: LambdaError| ApiError::for_session(e, &request_id);
+    let at_session = |e: LambdaError| ApiError::for_session(e, request_id);
     let policy = cache_policy(&headers).map_err(at_session)?;
     let body: ExecuteRequest = read_json(&headers, body, state.config().limits.max_body_bytes)
         .await
-        .map_err(|e| ApiError::for_session(e.error, &request_id))?;
+        .map_err(|e| ApiError::for_session(e.error, request_id))?;
     let params = match body.params {
         Value::Null => json!({}),
         params @ Value::Object(_) => params,
@@ -216,7 +213,7 @@ async fn run_execute(
             Ok(()) => {}
             Err(CheckError::Invalid(e)) => {
                 seen.logged = true;
-                log_execution(&state, &live, logged, Err(&e), false, started, &RuntimeMetrics::default());
+                log_execution(state, &live, logged, Err(&e), false, started, &RuntimeMetrics::default());
                 return Err(at_session(e));
             }
             Err(CheckError::Store(e)) => {
@@ -233,12 +230,12 @@ async fn run_execute(
     seen.logged = true;
     let key = (policy.read || policy.write).then(|| cache_key(&live, &params));
     if let Some(key) = key.as_deref().filter(|_| policy.read)
-        && let Some(hit) = cached(&state, key).await
+        && let Some(hit) = cached(state, key).await
     {
         live.record_execution(Utc::now());
         let response = success_body(&live, hit.execution_time, true, &hit.result, &hit.logs, None);
         let reply = json_response(&response);
-        log_execution(&state, &live, logged, Ok(response), true, started, &RuntimeMetrics::default());
+        log_execution(state, &live, logged, Ok(response), true, started, &RuntimeMetrics::default());
         return Ok(reply);
     }
 
@@ -254,7 +251,7 @@ async fn run_execute(
     live.record_execution(Utc::now());
     match outcome {
         Ok(InvokeOutcome { result, logs, metrics }) => {
-            record_run(&state, live.session.language, "success", &metrics);
+            record_run(state, live.session.language, "success", &metrics);
             let execution_time = metrics.wall_us / 1000;
             let result = JsonText::of(&result);
             if let Some(key) = key.as_deref().filter(|_| policy.write) {
@@ -264,7 +261,7 @@ async fn run_execute(
                     execution_time,
                     logs: Cow::Borrowed(&logs),
                 };
-                store_cached(&state, key, &entry, ttl).await;
+                store_cached(state, key, &entry, ttl).await;
             }
             let figures = ExecutionMetrics {
                 wall_us: metrics.wall_us,
@@ -274,16 +271,16 @@ async fn run_execute(
             };
             let response = success_body(&live, execution_time, false, result.raw(), &logs, Some(figures));
             let reply = json_response(&response);
-            log_execution(&state, &live, logged, Ok(response), false, started, &metrics);
+            log_execution(state, &live, logged, Ok(response), false, started, &metrics);
             Ok(reply)
         }
         Err(InvokeError { mut error, logs, metrics }) => {
-            record_run(&state, live.session.language, error.code.as_str(), &metrics);
+            record_run(state, live.session.language, error.code.as_str(), &metrics);
             if !logs.is_empty() {
                 error.details.insert("logs".into(), json!(logs));
             }
-            log_execution(&state, &live, logged, Err(&error), false, started, &metrics);
-            Err(ApiError::for_session(error, &request_id))
+            log_execution(state, &live, logged, Err(&error), false, started, &metrics);
+            Err(ApiError::for_session(error, request_id))
         }
     }
 }

@@ -17,6 +17,9 @@ pub fn rust_cache_dir() -> PathBuf {
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// `http://<addr>` of the gRPC listener.
+    #[allow(dead_code, reason = "only the gRPC tests use it")]
+    pub grpc: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -69,6 +72,7 @@ impl Server {
             .env("HOME", std::env::var("HOME").unwrap_or_default())
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
+            .env("GRPC_PORT", "0")
             .env("LAMBDA_DATA_DIR", data_dir)
             .env("LAMBDA_WORKERS_GENERIC", "1")
             // One Rust template build (dependencies) for every test server.
@@ -85,8 +89,12 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn lambda");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut grpc = String::new();
         let base = loop {
             let line = lines.next().expect("lambda exited before listening").expect("read stdout");
+            if let Some(addr) = line.strip_prefix("lambda gRPC listening on ") {
+                grpc = format!("http://{}", addr.trim());
+            }
             if let Some(url) = line.strip_prefix("lambda listening on ") {
                 break url.trim().to_owned();
             }
@@ -95,7 +103,7 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
         let data_dir = cwd.map_or_else(|| data_dir.to_owned(), |cwd| cwd.join(data_dir));
-        Server { child: Some(child), base, client, data_dir, _tmp: None }
+        Server { child: Some(child), base, grpc, client, data_dir, _tmp: None }
     }
 
     /// SIGTERM, then wait for an orderly exit.
