@@ -61,7 +61,13 @@ impl GrpcApi {
             }
             None => Body::empty(),
         };
-        let mut request = request.body(body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A field that cannot be a header or a path (a newline in a title):
+        // the client's mistake, told as REST would tell it.
+        let mut request = request.body(body).map_err(|e| {
+            let message = format!("a field cannot be sent: {e}");
+            let body = json!({ "error": { "code": "INVALID_REQUEST", "message": message, "details": {} } });
+            status_of(StatusCode::BAD_REQUEST, &body, None)
+        })?;
         if let Some(addr) = call.remote {
             request.extensions_mut().insert(ConnectInfo(addr));
         }

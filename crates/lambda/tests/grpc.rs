@@ -129,6 +129,10 @@ async fn errors_keep_their_contract_code_and_session() {
     let e = c.execute(execute(&id, params(&[]))).await.expect_err("throws");
     assert_eq!((e.code(), error_code(&e)), (Code::Aborted, "RUNTIME_ERROR"));
 
+    // A title that cannot be a header is the client's mistake.
+    let e = c.initialize(init("nodejs-a\nb", Some("return 1;"))).await.expect_err("newline");
+    assert_eq!((e.code(), error_code(&e)), (Code::InvalidArgument, "INVALID_REQUEST"));
+
     // An id that is not a path segment names no session, and reaches no other route.
     let e = c.get_session(GetSessionRequest { request_id: "../../health".into() }).await.expect_err("odd id");
     assert_eq!((e.code(), error_code(&e)), (Code::NotFound, "NOT_FOUND"));
