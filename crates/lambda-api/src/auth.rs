@@ -274,15 +274,15 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
 
 /// The session id in the path of an execute or a session read, for the
 /// error body of a request refused before its handler ran. Only an id
-/// spelled as ids are (`[A-Za-z0-9._-]`): nothing percent-encoded is echoed.
+/// spelled as ids are (`[A-Za-z0-9._-]{1,64}`, what initialize accepts and
+/// makes): nothing percent-encoded is echoed.
 pub(crate) fn session_id_of(request: &Request) -> Option<String> {
     let route = request.extensions().get::<MatchedPath>()?.as_str();
     if !matches!(route, "/api/v1/execute/{request_id}" | "/api/v1/sessions/{request_id}") {
         return None;
     }
     let id = request.uri().path().rsplit('/').next()?;
-    let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    (plain && !id.is_empty() && id.len() <= 64).then(|| id.to_owned())
+    lambda_core::valid_client_request_id(id).then(|| id.to_owned())
 }
 
 fn caller(auth: &AuthConfig, request: &Request, addr: IpAddr) -> Result<Caller, LambdaError> {
