@@ -4,6 +4,7 @@
 
 mod cpu;
 mod load;
+mod relay;
 mod server;
 
 use std::net::SocketAddr;
@@ -45,7 +46,8 @@ struct Cli {
     out: PathBuf,
     /// Runs only the cases whose name starts with one of these (comma-separated:
     /// `floor-node`, `floor-python`, `floor-hyper`, `nodejs-warm`, `nodejs-init`,
-    /// `python-…`, `rust-…`, `cached`, `hold`; `nodejs` selects both nodejs cases).
+    /// `python-…`, `rust-…`, `relay-nodejs`, `relay-python`, `cached`, `hold`;
+    /// `nodejs` selects both nodejs cases).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -61,6 +63,9 @@ enum Mode {
     /// Internal: the bare hyper floor server.
     #[command(hide = true)]
     FloorHyper,
+    /// Internal: the relay bound, a bare hyper front over two `language` workers.
+    #[command(hide = true)]
+    Relay { language: String },
 }
 
 #[derive(Debug, Serialize)]
@@ -301,8 +306,10 @@ fn machine() -> Value {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Mode::FloorHyper) = cli.mode {
-        return server::serve_hyper_hello().await;
+    match &cli.mode {
+        Some(Mode::FloorHyper) => return server::serve_hyper_hello().await,
+        Some(Mode::Relay { language }) => return relay::serve(language, &runtimes_dir()).await,
+        None => {}
     }
     let warmup = Duration::from_secs(cli.warmup);
     let duration = Duration::from_secs(cli.duration);
@@ -428,6 +435,27 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    for language in ["nodejs", "python"] {
+        if !cli.wants(&format!("relay-{language}")) {
+            continue;
+        }
+        println!("{language}: relay bound …");
+        let relay = server::relay(language)?;
+        let make = adder(relay.addr, "/".into(), vec![]);
+        let stats = timing.settled_run(&relay, make).await?;
+        let floor = match language {
+            "nodejs" => node_floor.as_mut(),
+            _ => python_floor.as_mut(),
+        };
+        let compared = against(&stats, floor, timing).await?;
+        cases.push(Case {
+            name: format!("bound: hyper relay to two {language} workers"),
+            compared,
+            stats,
+            controller_rss_after_bytes: None,
+        });
+    }
+
     if cli.wants("cached") {
         println!("cached execute …");
         let id = initialize(addr, "nodejs-bench-cached", SCRIPTS[0].1).await?;
@@ -501,6 +529,11 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&file, serde_json::to_string_pretty(&result)?)?;
     println!("wrote {}", file.display());
     Ok(())
+}
+
+/// The runtime hosts the platform embeds (`runtimes/` at the repository root).
+fn runtimes_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtimes")
 }
 
 fn print_table(cases: &[Case]) {

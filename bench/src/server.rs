@@ -85,6 +85,13 @@ pub fn hyper_floor() -> anyhow::Result<Process> {
     spawn(cmd)
 }
 
+/// The relay bound over `language`'s workers (see `relay.rs`).
+pub fn relay(language: &str) -> anyhow::Result<Process> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["relay", language]);
+    spawn(cmd)
+}
+
 /// The bare hyper "hello" server (run as a child of the harness).
 pub async fn serve_hyper_hello() -> anyhow::Result<()> {
     use hyper::body::Bytes;
