@@ -171,9 +171,12 @@ async fn health_and_metrics() {
 
 #[test]
 fn bad_config_stops_the_start_naming_the_variable() {
-    for (var, value) in
-        [("PORT", "eighty"), ("SESSION_EXPIRY_SECONDS", "0"), ("RUNTIME_MAPPINGS", "/nonexistent.json")]
-    {
+    for (var, value) in [
+        ("PORT", "eighty"),
+        ("SESSION_EXPIRY_SECONDS", "0"),
+        ("RUNTIME_MAPPINGS", "/nonexistent.json"),
+        ("LAMBDA_ASYNC_THREADS", "0"),
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lambda"))
             .arg("serve")
             .env(var, value)
