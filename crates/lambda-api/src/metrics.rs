@@ -1,5 +1,6 @@
 //! Prometheus metrics of the controller, in the text exposition format.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
@@ -11,58 +12,62 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// A label value: borrowed when it is one of a fixed set (a runtime, a
+/// route, an outcome), so counting a request allocates nothing.
+pub type Label = Cow<'static, str>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub endpoint: String,
-    pub method: String,
+    pub endpoint: Label,
+    pub method: Label,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
-    pub endpoint: String,
+    pub endpoint: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
-    pub code: String,
+    pub code: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuntimeLabels {
-    pub runtime: String,
+    pub runtime: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    pub runtime: String,
-    pub outcome: String,
+    pub runtime: Label,
+    pub outcome: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StartLabels {
-    pub runtime: String,
+    pub runtime: Label,
     /// `cold` or `warm`.
-    pub kind: String,
+    pub kind: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
-    pub runtime: String,
+    pub runtime: Label,
     /// `generic`, `idle` or `busy`.
-    pub state: String,
+    pub state: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
     /// `active` (in hyper, with its buffers) or `parked` (idle, without).
-    pub state: String,
+    pub state: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `hit` or `miss`.
-    pub result: String,
+    pub result: Label,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -101,8 +106,8 @@ pub struct Metrics {
 impl Metrics {
     /// `lambda_http_connections` and `lambda_http_connection_parks`, for [`crate::serve`].
     pub fn connection_metrics(&self) -> crate::ConnectionMetrics {
-        let gauge = |state: &str| {
-            self.http_connections.get_or_create(&ConnectionLabels { state: state.to_owned() }).clone()
+        let gauge = |state: &'static str| {
+            self.http_connections.get_or_create(&ConnectionLabels { state: Cow::Borrowed(state) }).clone()
         };
         crate::ConnectionMetrics {
             active: gauge("active"),

@@ -138,12 +138,15 @@ async fn health_and_metrics() {
     let id = s.session("nodejs-m", "return 1;").await;
     s.execute(&id, json!({})).await;
     s.execute(&id, json!({})).await;
+    assert_eq!(s.get("/api/v1/nowhere").await.status, 404);
     let m = s.get("/metrics").await;
     assert_eq!(m.status, 200);
     let text = m.body.as_str().expect("text").to_owned();
     for needle in [
-        "lambda_http_requests_total{",
-        "lambda_http_request_duration_seconds_bucket{",
+        "lambda_http_requests_total{endpoint=\"/api/v1/execute/{request_id}\",method=\"POST\",status=\"200\"} 2",
+        "lambda_http_requests_total{endpoint=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "lambda_errors_total{code=\"NOT_FOUND\"} 1",
+        "lambda_http_request_duration_seconds_bucket{endpoint=\"/api/v1/initialize\",",
         "lambda_executions_total{runtime=\"nodejs\",outcome=\"success\"} 1",
         "lambda_cache_requests_total{result=\"hit\"} 1",
         "lambda_cache_requests_total{result=\"miss\"} 1",

@@ -320,7 +320,7 @@ async fn cached(state: &AppState, key: &str) -> Option<CachedResult<'static>> {
         }
     };
     let result = if hit.is_some() { "hit" } else { "miss" };
-    state.metrics().cache.get_or_create(&CacheLabels { result: result.to_owned() }).inc();
+    state.metrics().cache.get_or_create(&CacheLabels { result: result.into() }).inc();
     hit
 }
 
@@ -331,17 +331,15 @@ async fn store_cached(state: &AppState, key: &str, value: &CachedResult<'_>, ttl
     }
 }
 
-fn record_run(state: &AppState, language: Language, outcome: &str, metrics: &RuntimeMetrics) {
+fn record_run(state: &AppState, language: Language, outcome: &'static str, metrics: &RuntimeMetrics) {
     let m = state.metrics();
     let runtime = language.as_str();
-    m.executions
-        .get_or_create(&OutcomeLabels { runtime: runtime.to_owned(), outcome: outcome.to_owned() })
-        .inc();
+    m.executions.get_or_create(&OutcomeLabels { runtime: runtime.into(), outcome: outcome.into() }).inc();
     m.execution_duration
-        .get_or_create(&RuntimeLabels { runtime: runtime.to_owned() })
+        .get_or_create(&RuntimeLabels { runtime: runtime.into() })
         .observe(metrics.wall_us as f64 / 1e6);
     let kind = if metrics.cold_start { "cold" } else { "warm" };
-    m.starts.get_or_create(&StartLabels { runtime: runtime.to_owned(), kind: kind.to_owned() }).inc();
+    m.starts.get_or_create(&StartLabels { runtime: runtime.into(), kind: kind.into() }).inc();
 }
 
 /// Queues the execute's log rows and counter update; never waits for storage.

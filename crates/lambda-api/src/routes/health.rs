@@ -91,12 +91,12 @@ pub async fn sample_gauges(state: &AppState) {
     for language in state.runtime().languages() {
         let counts = state.runtime().worker_counts(language);
         for (label, value) in [("generic", counts.generic), ("idle", counts.idle), ("busy", counts.busy)] {
-            let labels = WorkerLabels { runtime: language.to_string(), state: label.to_owned() };
+            let labels = WorkerLabels { runtime: language.as_str().into(), state: label.into() };
             metrics.workers.get_or_create(&labels).set(i64::try_from(value).unwrap_or(i64::MAX));
         }
         if language.is_compiled() || language == Language::Wasm {
             // The runtime keeps monotonic totals; a counter shows them as they are.
-            let labels = RuntimeLabels { runtime: language.to_string() };
+            let labels = RuntimeLabels { runtime: language.as_str().into() };
             let set = |c: &prometheus_client::metrics::counter::Counter, v: u64| c.inner().store(v, Relaxed);
             let set_f = |c: &prometheus_client::metrics::counter::Counter<f64, AtomicU64>, v: f64| {
                 c.inner().store(v.to_bits(), Relaxed)

@@ -200,7 +200,7 @@ pub async fn initialize(
     state
         .metrics()
         .sessions_created
-        .get_or_create(&RuntimeLabels { runtime: title.language().to_string() })
+        .get_or_create(&RuntimeLabels { runtime: title.language().as_str().into() })
         .inc();
     Ok(Json(initialized_body(&live)))
 }

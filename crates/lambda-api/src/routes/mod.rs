@@ -19,22 +19,35 @@ use axum::routing::{get, post};
 use lambda_core::{ErrorCode, LambdaError};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::metrics::{CodeLabels, EndpointLabels, Exposition, HttpLabels};
+use crate::metrics::{CodeLabels, EndpointLabels, Exposition, HttpLabels, Label};
 use crate::{ApiError, AppState, auth};
+
+/// Every route, which is also its `endpoint` label.
+const ROUTES: [&str; 8] = [
+    "/api/v1/initialize",
+    "/api/v1/sessions/{request_id}",
+    "/api/v1/execute/{request_id}",
+    "/api/v1/functions",
+    "/api/v1/functions/{language_title}",
+    "/health",
+    "/api/v1/openapi.json",
+    "/metrics",
+];
 
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     // Authentication and the rate limits of execute and functions (`auth::gate`).
+    let [to_initialize, to_session, to_execute, to_functions, to_function, to_health, to_openapi, to_metrics] =
+        ROUTES;
     let api = Router::new()
-        .route("/api/v1/initialize", post(initialize::initialize))
-        .route("/api/v1/sessions/{request_id}", get(sessions::get_session))
-        .route("/api/v1/execute/{request_id}", post(execute::execute))
-        .route("/api/v1/functions", get(functions::list))
-        .route("/api/v1/functions/{language_title}", get(functions::get_one))
+        .route(to_initialize, post(initialize::initialize))
+        .route(to_session, get(sessions::get_session))
+        .route(to_execute, post(execute::execute))
+        .route(to_functions, get(functions::list))
+        .route(to_function, get(functions::get_one))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::gate));
-    let mut open =
-        Router::new().route("/health", get(health::health)).route("/api/v1/openapi.json", get(openapi));
+    let mut open = Router::new().route(to_health, get(health::health)).route(to_openapi, get(openapi));
     if with_metrics {
-        open = open.route("/metrics", get(metrics));
+        open = open.route(to_metrics, get(metrics));
     }
     open.merge(api)
         .fallback(not_found)
@@ -92,11 +105,18 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 /// handler runs, and counts requests by matched route and status, times them,
 /// and counts error codes. One layer rather than two: each costs allocations.
 async fn front(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let endpoint = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let endpoint = request.extensions().get::<MatchedPath>().map_or(Label::Borrowed("unmatched"), |p| {
+        ROUTES
+            .iter()
+            .find(|r| **r == p.as_str())
+            .map_or_else(|| p.as_str().to_owned().into(), |r| (*r).into())
+    });
+    let method = match *request.method() {
+        Method::GET => Label::Borrowed("GET"),
+        Method::POST => Label::Borrowed("POST"),
+        Method::OPTIONS => Label::Borrowed("OPTIONS"),
+        ref other => other.as_str().to_owned().into(),
+    };
     let started = Instant::now();
     let max = state.config().max_header_bytes;
     let total: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
@@ -117,7 +137,7 @@ async fn front(State(state): State<AppState>, request: Request, next: Next) -> R
         .get_or_create(&HttpLabels { endpoint, method, status: response.status().as_u16() })
         .inc();
     if let Some(code) = response.extensions().get::<ErrorCode>() {
-        metrics.errors.get_or_create(&CodeLabels { code: code.as_str().to_owned() }).inc();
+        metrics.errors.get_or_create(&CodeLabels { code: code.as_str().into() }).inc();
     }
     response
 }
