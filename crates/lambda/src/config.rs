@@ -346,7 +346,7 @@ fn default_async_threads() -> usize {
 fn parse_threads(value: &str) -> Result<usize, String> {
     match value.trim().parse::<usize>() {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
-        _ => Err(format!("`{value}` is not a thread count from 1 to 1024")),
+        _ => Err(format!("`{value}` is not a thread count from 1 to 1024 (LAMBDA_ASYNC_THREADS)")),
     }
 }
 

@@ -146,7 +146,7 @@ async fn health_and_metrics() {
         "lambda_http_requests_total{endpoint=\"/api/v1/execute/{request_id}\",method=\"POST\",status=\"200\"} 2",
         "lambda_http_requests_total{endpoint=\"unmatched\",method=\"GET\",status=\"404\"} 1",
         "lambda_errors_total{code=\"NOT_FOUND\"} 1",
-        "lambda_http_request_duration_seconds_bucket{endpoint=\"/api/v1/initialize\",",
+        "lambda_http_request_duration_seconds_count{endpoint=\"/api/v1/initialize\"} 1",
         "lambda_executions_total{runtime=\"nodejs\",outcome=\"success\"} 1",
         "lambda_cache_requests_total{result=\"hit\"} 1",
         "lambda_cache_requests_total{result=\"miss\"} 1",
