@@ -34,7 +34,7 @@ const WORKERS: usize = 2;
 const MAX_BATCH: usize = 64;
 
 /// The runtime the relay fronts, and the adder script it prepares.
-pub fn host_command(language: &str, runtimes: &Path) -> anyhow::Result<(Command, &'static str)> {
+fn host_command(language: &str, runtimes: &Path) -> anyhow::Result<(Command, &'static str)> {
     let limits = ["1000", "65536", "8388608"];
     let (mut cmd, script) = match language {
         "nodejs" => {
@@ -53,6 +53,9 @@ pub fn host_command(language: &str, runtimes: &Path) -> anyhow::Result<(Command,
     Ok((cmd, script))
 }
 
+/// Replies of the requests written to a worker, oldest first.
+type Waiting = Arc<Mutex<VecDeque<oneshot::Sender<Option<Bytes>>>>>;
+
 /// One worker's request side; its reader task answers in the order written.
 struct Worker {
     jobs: mpsc::UnboundedSender<Job>,
@@ -60,7 +63,8 @@ struct Worker {
 
 struct Job {
     params: Box<RawValue>,
-    reply: oneshot::Sender<Bytes>,
+    /// The answer's body, or `None` when the worker failed the request.
+    reply: oneshot::Sender<Option<Bytes>>,
 }
 
 #[derive(Deserialize)]
@@ -100,11 +104,7 @@ impl Worker {
 }
 
 /// Writes every queued job's frame in one write, as the platform's pool does.
-async fn write_frames(
-    mut stdin: ChildStdin,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-    waiting: Arc<Mutex<VecDeque<oneshot::Sender<Bytes>>>>,
-) {
+async fn write_frames(mut stdin: ChildStdin, mut queue: mpsc::UnboundedReceiver<Job>, waiting: Waiting) {
     let mut seq = 0u64;
     let mut buf = Vec::with_capacity(4096);
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -130,11 +130,7 @@ async fn write_frames(
 }
 
 /// Answers each waiting request with its frame's `{"result": …}`.
-async fn read_answers(
-    mut stdout: BufReader<ChildStdout>,
-    waiting: Arc<Mutex<VecDeque<oneshot::Sender<Bytes>>>>,
-    _child: tokio::process::Child,
-) {
+async fn read_answers(mut stdout: BufReader<ChildStdout>, waiting: Waiting, _child: tokio::process::Child) {
     let mut line = Vec::with_capacity(4096);
     loop {
         line.clear();
@@ -143,12 +139,14 @@ async fn read_answers(
             Ok(_) => {}
         }
         let body = match serde_json::from_slice::<Answer>(&line) {
-            Ok(Answer { ok: true, result: Some(result) }) => format!(r#"{{"result":{}}}"#, result.get()),
-            _ => String::from(r#"{"error":"worker"}"#),
+            Ok(Answer { ok: true, result: Some(result) }) => {
+                Some(Bytes::from(format!(r#"{{"result":{}}}"#, result.get())))
+            }
+            _ => None,
         };
         let reply = waiting.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
         if let Some(reply) = reply {
-            let _ = reply.send(Bytes::from(body));
+            let _ = reply.send(body);
         }
     }
 }
@@ -164,10 +162,10 @@ async fn answer(
         let (list, next) = &*workers;
         let worker = &list[next.fetch_add(1, Ordering::Relaxed) % list.len()];
         worker.jobs.send(Job { params, reply }).ok()?;
-        answer.await.ok()
+        Some(answer.await.ok().flatten())
     };
     match reply.await {
-        Some(body) => {
+        Some(Some(body)) => {
             let mut response = Response::new(Full::new(body));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -175,12 +173,16 @@ async fn answer(
             );
             response
         }
-        None => {
-            let mut response = Response::new(Full::new(Bytes::from_static(b"bad request")));
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            response
-        }
+        // The load generator counts both as errors.
+        Some(None) => status(StatusCode::BAD_GATEWAY, "worker failed"),
+        None => status(StatusCode::BAD_REQUEST, "bad request"),
     }
+}
+
+fn status(code: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = code;
+    response
 }
 
 /// Serves the relay (run as a child of the harness) until killed.

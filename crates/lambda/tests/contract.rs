@@ -139,13 +139,19 @@ async fn health_and_metrics() {
     s.execute(&id, json!({})).await;
     s.execute(&id, json!({})).await;
     assert_eq!(s.get("/api/v1/nowhere").await.status, 404);
+    for method in ["BREW", "BREW2"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        assert_eq!(s.request(method, "/api/v1/nowhere", &[], None).await.status, 404);
+    }
     let m = s.get("/metrics").await;
     assert_eq!(m.status, 200);
     let text = m.body.as_str().expect("text").to_owned();
     for needle in [
         "lambda_http_requests_total{endpoint=\"/api/v1/execute/{request_id}\",method=\"POST\",status=\"200\"} 2",
         "lambda_http_requests_total{endpoint=\"unmatched\",method=\"GET\",status=\"404\"} 1",
-        "lambda_errors_total{code=\"NOT_FOUND\"} 1",
+        // Methods outside the standard set share one series.
+        "lambda_http_requests_total{endpoint=\"unmatched\",method=\"OTHER\",status=\"404\"} 2",
+        "lambda_errors_total{code=\"NOT_FOUND\"} 3",
         "lambda_http_request_duration_seconds_count{endpoint=\"/api/v1/initialize\"} 1",
         "lambda_executions_total{runtime=\"nodejs\",outcome=\"success\"} 1",
         "lambda_cache_requests_total{result=\"hit\"} 1",

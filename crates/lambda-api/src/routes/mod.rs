@@ -34,6 +34,9 @@ const ROUTES: [&str; 8] = [
     "/metrics",
 ];
 
+/// The `method` label's values, besides `OTHER`.
+const METHODS: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     // Authentication and the rate limits of execute and functions (`auth::gate`).
     let [to_initialize, to_session, to_execute, to_functions, to_function, to_health, to_openapi, to_metrics] =
@@ -111,12 +114,9 @@ async fn front(State(state): State<AppState>, request: Request, next: Next) -> R
             .find(|r| **r == p.as_str())
             .map_or_else(|| p.as_str().to_owned().into(), |r| (*r).into())
     });
-    let method = match *request.method() {
-        Method::GET => Label::Borrowed("GET"),
-        Method::POST => Label::Borrowed("POST"),
-        Method::OPTIONS => Label::Borrowed("OPTIONS"),
-        ref other => other.as_str().to_owned().into(),
-    };
+    // Any token is a method to HTTP: one outside the standard set counts as
+    // `OTHER`, or a client could grow the series without bound.
+    let method = METHODS.iter().find(|m| **m == request.method().as_str()).copied().unwrap_or("OTHER");
     let started = Instant::now();
     let max = state.config().max_header_bytes;
     let total: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
@@ -134,7 +134,11 @@ async fn front(State(state): State<AppState>, request: Request, next: Next) -> R
         .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests
-        .get_or_create(&HttpLabels { endpoint, method, status: response.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            endpoint,
+            method: Label::Borrowed(method),
+            status: response.status().as_u16(),
+        })
         .inc();
     if let Some(code) = response.extensions().get::<ErrorCode>() {
         metrics.errors.get_or_create(&CodeLabels { code: code.as_str().into() }).inc();
