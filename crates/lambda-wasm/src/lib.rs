@@ -8,6 +8,7 @@
 //! new store + WASI pipes → `_start` → stdout is the result.
 #![deny(unsafe_code)]
 
+mod compute;
 mod config;
 mod engine;
 mod modules;
@@ -31,6 +32,7 @@ use lambda_store::{Artifact, CompileStatus, Store};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use compute::Compute;
 pub use config::WasmConfig;
 use engine::{Bounds, Executor};
 use modules::{Loaded, ModuleCache};
@@ -71,7 +73,9 @@ enum Found {
 
 pub struct WasmRuntime {
     config: WasmConfig,
-    executor: Executor,
+    executor: Arc<Executor>,
+    /// Where executions run (see `compute.rs`).
+    compute: Compute,
     modules: ModuleCache,
     store: Arc<dyn Store>,
     rust: RustCompiler,
@@ -91,13 +95,17 @@ impl WasmRuntime {
     pub fn start(config: WasmConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StartError> {
         let executor =
             Executor::new(config.memory_limit_bytes, config.max_instances).map_err(StartError::Engine)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let compute =
+            Compute::start(threads).map_err(|e| StartError::Engine(format!("wasm threads: {e}")))?;
         let cache_dir = config.data_dir.join("wasm-cache");
         let modules = ModuleCache::new(cache_dir.clone(), config.max_loaded_modules)
             .map_err(|source| StartError::Dir { path: cache_dir.display().to_string(), source })?;
         let runtime = Arc::new(Self {
             rust: RustCompiler::new(&config),
             config,
-            executor,
+            executor: Arc::new(executor),
+            compute,
             modules,
             store,
             loading: Mutex::new(HashMap::new()),
@@ -382,8 +390,16 @@ impl Runtime for WasmRuntime {
         let limits = &self.config.limits;
         let bounds = Bounds { stdout_bytes: limits.max_result_bytes + 2, stderr_bytes: limits.max_log_bytes };
         counters.busy.fetch_add(1, Ordering::Relaxed);
-        let report = self.executor.run(&loaded.pre, stdin, started + inv.timeout, bounds).await;
+        let executor = self.executor.clone();
+        let module = loaded.clone();
+        let deadline = started + inv.timeout;
+        let report =
+            self.compute.run(async move { executor.run(&module.pre, stdin, deadline, bounds).await }).await;
         counters.busy.fetch_sub(1, Ordering::Relaxed);
+        let Some(report) = report else {
+            let error = LambdaError::internal("the wasm execution failed unexpectedly");
+            return Err(InvokeError { error, logs: Vec::new(), metrics: metrics(cold, None) });
+        };
         counters.instantiations.fetch_add(1, Ordering::Relaxed);
         counters.instantiate_ns.fetch_add(report.instantiate.as_nanos() as u64, Ordering::Relaxed);
         let peak = Some(report.peak_memory);

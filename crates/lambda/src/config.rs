@@ -162,7 +162,8 @@ pub struct ServeArgs {
     /// V8 heap bound of each Node.js worker, MiB.
     #[arg(long = "node-max-old-space-mb", env = "LAMBDA_NODE_MAX_OLD_SPACE_MB", default_value_t = 256)]
     pub node_max_old_space_mb: u64,
-    /// Threads of the async runtime, which serves HTTP and gRPC and runs wasm.
+    /// Threads of the async runtime, which serves HTTP and gRPC (wasm runs on
+    /// threads of its own).
     /// Default: half the CPUs, at least one. The script workers are processes
     /// that need cores too, and with fewer threads a request's wake-ups stay on
     /// the thread that runs it: on 2 CPUs one thread took nodejs warm execute
