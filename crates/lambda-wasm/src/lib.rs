@@ -85,6 +85,22 @@ pub struct WasmRuntime {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Counts an execution as busy until it ends, or its request is dropped.
+struct Busy<'a>(&'a AtomicU64);
+
+impl<'a> Busy<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn slot(language: Language) -> usize {
     usize::from(language == Language::Wasm)
 }
@@ -389,13 +405,13 @@ impl Runtime for WasmRuntime {
         let stdin = serde_json::to_vec(&inv.params).unwrap_or_else(|_| b"{}".to_vec());
         let limits = &self.config.limits;
         let bounds = Bounds { stdout_bytes: limits.max_result_bytes + 2, stderr_bytes: limits.max_log_bytes };
-        counters.busy.fetch_add(1, Ordering::Relaxed);
+        let busy = Busy::enter(&counters.busy);
         let executor = self.executor.clone();
         let module = loaded.clone();
         let deadline = started + inv.timeout;
         let report =
             self.compute.run(async move { executor.run(&module.pre, stdin, deadline, bounds).await }).await;
-        counters.busy.fetch_sub(1, Ordering::Relaxed);
+        drop(busy);
         let Some(report) = report else {
             let error = LambdaError::internal("the wasm execution failed unexpectedly");
             return Err(InvokeError { error, logs: Vec::new(), metrics: metrics(cold, None) });

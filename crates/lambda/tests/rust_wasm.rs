@@ -414,3 +414,35 @@ async fn a_missing_toolchain_is_503_naming_the_fix() {
     // wasm needs no toolchain.
     assert_eq!(h.body["components"]["runtimes"]["wasm"], "ok");
 }
+
+#[tokio::test]
+async fn a_wasm_execution_whose_client_leaves_stops_and_frees_its_slot() {
+    // One instance slot: a guest left running would hold it until its deadline.
+    let s = Server::start(&[("LAMBDA_RUST_PRECOMPILE", "false"), ("LAMBDA_WASM_MAX_INSTANCES", "1")]);
+    let spin = json!({
+        "script_content": "(module (func (export \"_start\") (loop br 0)))",
+        "context": { "timeout_ms": 60000 },
+    });
+    let spinner = session(&s, "wasm-spin", spin).await;
+    // Prints `7`, the result.
+    let seven = HELLO_WAT.replace(r#""hello\n""#, r#""7\n""#).replace("(i32.const 6)", "(i32.const 2)");
+    let quick = json!({ "script_content": seven, "context": { "timeout_ms": 5000 } });
+    let quick = session(&s, "wasm-quick", quick).await;
+
+    let gone = s
+        .client
+        .post(format!("{}/api/v1/execute/{spinner}", s.base))
+        .header("X-Cache-Control", "no-store")
+        .json(&json!({ "params": {} }))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the spinner answered: {gone:?}");
+    // The server notices the closed connection on its own; the slot must come back
+    // long before the spinner's 60 s deadline, and nothing may count it busy.
+    let reply = run(&s, &quick, json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["result"], 7);
+    let metrics = s.get("/metrics").await.body.as_str().unwrap_or_default().to_owned();
+    assert!(metrics.contains("lambda_workers{runtime=\"wasm\",state=\"busy\"} 0"), "{metrics}");
+}
